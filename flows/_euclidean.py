@@ -1,0 +1,110 @@
+"""The Euclidean gradient flow θ' = −∇_θ f(φ(θ))."""
+
+from collections.abc import Callable
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
+
+from manifolds import laws_function, lifting_function
+from models import AbstractFactorization
+
+from ._integrate import check_options, integrate, resolve_ts
+from ._solution import FlowSolution
+
+
+def euclidean_flow(
+    model: AbstractFactorization,
+    f: Callable[[PyTree[Array]], Scalar],
+    t1: float,
+    *,
+    t0: float = 0.0,
+    ts: Real[ArrayLike, " T"] | None = None,
+    solver: dfx.AbstractAdaptiveSolver = dfx.Tsit5(),
+    rtol: float = 1e-8,
+    atol: float = 1e-8,
+    dt0: float | None = None,
+    max_steps: int | None = 100_000,
+    adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
+    progress: bool = False,
+    throw: bool = True,
+    save_params: bool = False,
+) -> FlowSolution:
+    r"""Integrate the Euclidean gradient flow of $\ell(\theta) = f(\varphi(\theta))$.
+
+    $$\theta'(t) = -\nabla_\theta \ell(\theta(t)) = -\partial\varphi(\theta)^\top \nabla f(\varphi(\theta)),
+    \qquad \theta(t_0) = \theta_0,$$
+
+    with `diffrax.diffeqsolve` and an adaptive step size. Only
+    $z = \varphi(\theta)$, the loss and the conserved quantities $h(\theta)$ are saved at `ts`
+    (through `SaveAt(fn=...)`), plus $\theta$ itself if `save_params=True`.
+
+    **Arguments:**
+
+    - `model`: the factorization at $\theta_0$.
+    - `f`: the loss as a function of $z$ (same structure as `model.lift()`), returning a
+      scalar. It carries the data.
+    - `t1`: the final time.
+    - `t0`: the initial time.
+    - `ts`: times at which to save, in $[t_0, t_1]$; default `[t0, t1]`.
+    - `solver`: any adaptive diffrax solver.
+    - `rtol`, `atol`: tolerances of the `diffrax.PIDController`.
+    - `dt0`: initial step (default: chosen by the solver).
+    - `max_steps`: the solver's step budget.
+    - `adjoint`: how to differentiate through the solve.
+    - `progress`: show a `tqdm` progress bar.
+    - `throw`: raise on solver failure. With `throw=False`, failure is reported in
+      `solution.result` / `solution.message`, and unsaved times hold `inf`.
+    - `save_params`: also save the model at `ts`.
+
+    **Returns:** a [`flows.FlowSolution`][] with `conserved` = $h(\theta(t))$.
+
+    **Raises:** `ValueError` for bad options; a runtime error naming the failure
+    (maximum steps, non-finite state) when `throw=True` and the solve fails.
+    """
+    phi, theta0 = lifting_function(model)
+    h, _ = laws_function(model)
+    if not callable(f):
+        raise TypeError(f"`f` must be a callable z -> scalar loss, got {type(f).__name__}.")
+    z0 = jax.eval_shape(phi, theta0)
+    loss_shape = jax.eval_shape(f, z0)
+    if getattr(loss_shape, "shape", None) != ():
+        raise ValueError(
+            f"`f` must return a scalar loss, got a value of shape {loss_shape.shape}."
+        )
+    check_options(t0, t1, rtol, atol, max_steps)
+    ts = resolve_ts(t0, t1, ts)
+
+    def vector_field(theta):
+        grad = jax.grad(lambda p: f(phi(p)))(theta)
+        return jax.tree.map(lambda g: -g, grad)
+
+    def save(theta):
+        z = phi(theta)
+        out = {"z": z, "loss": f(z), "laws": h(theta)}
+        if save_params:
+            out["params"] = theta
+        return out
+
+    sol = integrate(
+        vector_field,
+        theta0,
+        save,
+        t0,
+        t1,
+        ts,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        dt0=dt0,
+        max_steps=max_steps,
+        adjoint=adjoint,
+        progress=progress,
+        throw=throw,
+    )
+    if save_params:
+        _, static = eqx.partition(model, eqx.is_inexact_array)
+        sol = eqx.tree_at(lambda s: s.params, sol, eqx.combine(sol.params, static),
+                          is_leaf=lambda x: x is None)
+    return sol

@@ -1,0 +1,89 @@
+"""The intrinsic flow z' = −K(z)∇f(z)."""
+
+from collections.abc import Callable
+
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
+
+from ._integrate import check_options, integrate, resolve_ts
+from ._solution import FlowSolution
+
+
+def intrinsic_flow(
+    K: Callable[[PyTree[Array]], lx.AbstractLinearOperator],
+    f: Callable[[PyTree[Array]], Scalar],
+    z0: PyTree[ArrayLike],
+    t1: float,
+    *,
+    t0: float = 0.0,
+    ts: Real[ArrayLike, " T"] | None = None,
+    solver: dfx.AbstractAdaptiveSolver = dfx.Tsit5(),
+    rtol: float = 1e-8,
+    atol: float = 1e-8,
+    dt0: float | None = None,
+    max_steps: int | None = 100_000,
+    adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
+    progress: bool = False,
+    throw: bool = True,
+) -> FlowSolution:
+    r"""Integrate the intrinsic (Riemannian) gradient flow on $z$.
+
+    $$z'(t) = -K(z(t))\,\nabla f(z(t)), \qquad z(t_0) = z_0.$$
+
+    When the Euclidean flow is intrinsic with metric $K$ on the level set of $\theta_0$ and
+    $z_0 = \varphi(\theta_0)$, this reproduces $\varphi(\theta(t))$ of
+    [`flows.euclidean_flow`][] while integrating only $d$ instead of $D$ variables.
+
+    **Arguments:**
+
+    - `K`: $z \mapsto K(z)$, a `lineax` operator on $z$-shaped arrays; typically
+      `manifolds.intrinsic_metric(model)`.
+    - `f`: the loss as a function of $z$, returning a scalar.
+    - `z0`: the initial state, e.g. `model.lift()`.
+    - the other arguments are those of [`flows.euclidean_flow`][].
+
+    **Returns:** a [`flows.FlowSolution`][] with `conserved=None`.
+    """
+    if not callable(K) or not callable(f):
+        raise TypeError("`K` and `f` must be callables (z -> operator, z -> scalar).")
+    z0 = jax.tree.map(jnp.asarray, z0)
+    leaves = jax.tree.leaves(z0)
+    if not leaves or not all(jnp.issubdtype(x.dtype, jnp.floating) for x in leaves):
+        raise TypeError("`z0` must be a (PyTree of) floating array(s).")
+    for x in leaves:
+        if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+            raise ValueError(f"`z0` must be finite, got an array with non-finite entries: {x}.")
+    loss_shape = jax.eval_shape(f, z0)
+    if getattr(loss_shape, "shape", None) != ():
+        raise ValueError(f"`f` must return a scalar loss, got shape {loss_shape.shape}.")
+    op_struct = jax.eval_shape(lambda z: K(z).in_structure(), z0)
+    del op_struct  # Fails early, with a readable trace, if K(z0) is not an operator.
+    check_options(t0, t1, rtol, atol, max_steps)
+    ts = resolve_ts(t0, t1, ts)
+
+    def vector_field(z):
+        grad = jax.grad(f)(z)
+        return jax.tree.map(lambda g: -g, K(z).mv(grad))
+
+    def save(z):
+        return {"z": z, "loss": f(z)}
+
+    return integrate(
+        vector_field,
+        z0,
+        save,
+        t0,
+        t1,
+        ts,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        dt0=dt0,
+        max_steps=max_steps,
+        adjoint=adjoint,
+        progress=progress,
+        throw=throw,
+    )

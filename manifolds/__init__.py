@@ -1,0 +1,11 @@
+"""Induced and intrinsic metrics, and the geometry of conservation laws."""
+
+from ._deep_linear_metric import DeepLinearMetric as DeepLinearMetric
+from ._diagonal_metric import DiagonalChainMetric as DiagonalChainMetric
+from ._induced_metric import induced_metric as induced_metric
+from ._intrinsic_metric import (
+    AbstractIntrinsicMetric as AbstractIntrinsicMetric,
+    intrinsic_metric as intrinsic_metric,
+)
+from ._lifting import laws_function as laws_function, lifting_function as lifting_function
+from ._two_layer_metric import TwoLayerLinearMetric as TwoLayerLinearMetric

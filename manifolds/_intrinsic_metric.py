@@ -1,0 +1,67 @@
+"""Abstract intrinsic metric z ↦ K(z) and the `intrinsic_metric` dispatcher."""
+
+import abc
+import functools as ft
+
+import equinox as eqx
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+from jaxtyping import Array, PyTree
+
+from models import AbstractFactorization
+
+
+class AbstractIntrinsicMetric(eqx.Module):
+    r"""A metric $z \mapsto K(z)$ such that $M(\theta) = K(\varphi(\theta))$ on a level set.
+
+    Calling it on $z$ returns a symmetric positive semidefinite `lineax` operator on
+    $z$-shaped arrays; the intrinsic flow is $z' = -K(z)\nabla f(z)$
+    ([`flows.intrinsic_flow`][]). The level set's conserved values are fields of the module
+    (leaves), so one metric is one level set.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, z: PyTree[Array]) -> lx.AbstractLinearOperator:
+        """Return $K(z)$ as a linear operator on $z$-shaped arrays."""
+
+
+def default_rtol(dtype) -> float:
+    """$\\sqrt{\\varepsilon}$ of `dtype`: the balance residual accepted by default."""
+    return float(np.sqrt(jnp.finfo(dtype).eps))
+
+
+@ft.singledispatch
+def intrinsic_metric(model: AbstractFactorization, *, rtol: float | None = None):
+    r"""The closed-form intrinsic metric $K$ of the level set through `model`.
+
+    For a factorization whose gradient flow is intrinsic, $M(\theta) = K(\varphi(\theta))$
+    for every $\theta$ with the conserved values $h(\theta) = h(\theta_0)$ of `model`
+    ($\theta_0$). The result is an [`manifolds.AbstractIntrinsicMetric`][]: call it on $z$
+    to get $K(z)$.
+
+    Supported (see each metric's page for the formula):
+
+    - [`models.DiagonalLinear`][], any depth and conserved values:
+      [`manifolds.DiagonalChainMetric`][].
+    - [`models.TwoLayerLinear`][] with $U^\top U - V^\top V = \lambda I$:
+      [`manifolds.TwoLayerLinearMetric`][].
+    - [`models.DeepLinear`][], balanced (any widths) or relaxed balanced with square
+      widths: [`manifolds.DeepLinearMetric`][].
+
+    **Arguments:**
+
+    - `model`: the factorization at $\theta_0$.
+    - `rtol`: accepted relative residual of the balance condition; default
+      $\sqrt{\varepsilon}$ of the model's dtype.
+
+    **Raises:** `ValueError` when the initialization is outside the class that has a
+    closed form (the message gives the measured residual and what is needed);
+    `TypeError` for a factorization with no registered closed form. Register one for your
+    own factorization with `@intrinsic_metric.register(MyFactorization)`.
+    """
+    raise TypeError(
+        f"No closed-form intrinsic metric is registered for {type(model).__name__}. "
+        "Register one with `@manifolds.intrinsic_metric.register(YourFactorization)`; "
+        "closed forms exist for DiagonalLinear, TwoLayerLinear and DeepLinear."
+    )
