@@ -1,6 +1,6 @@
 """The Euclidean gradient flow θ' = −∇_θ f(φ(θ))."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import diffrax as dfx
 import equinox as eqx
@@ -9,6 +9,7 @@ from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
 
 from manifolds import laws_function, lifting_function
 from models import AbstractFactorization
+from models._custom_types import RealScalarLike
 
 from ._integrate import check_options, integrate, resolve_ts
 from ._solution import FlowSolution
@@ -17,14 +18,14 @@ from ._solution import FlowSolution
 def euclidean_flow(
     model: AbstractFactorization,
     f: Callable[[PyTree[Array]], Scalar],
-    t1: float,
+    t1: RealScalarLike,
     *,
-    t0: float = 0.0,
-    ts: Real[ArrayLike, " T"] | None = None,
+    t0: RealScalarLike = 0.0,
+    ts: Real[ArrayLike, " T"] | Sequence[float] | None = None,
     solver: dfx.AbstractAdaptiveSolver = dfx.Tsit5(),
-    rtol: float = 1e-8,
-    atol: float = 1e-8,
-    dt0: float | None = None,
+    rtol: RealScalarLike = 1e-8,
+    atol: RealScalarLike = 1e-8,
+    dt0: RealScalarLike | None = None,
     max_steps: int | None = 100_000,
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
     progress: bool = False,
@@ -70,9 +71,7 @@ def euclidean_flow(
     z0 = jax.eval_shape(phi, theta0)
     loss_shape = jax.eval_shape(f, z0)
     if getattr(loss_shape, "shape", None) != ():
-        raise ValueError(
-            f"`f` must return a scalar loss, got a value of shape {loss_shape.shape}."
-        )
+        raise ValueError(f"`f` must return a scalar loss, got a value of shape {loss_shape.shape}.")
     check_options(t0, t1, rtol, atol, max_steps)
     ts = resolve_ts(t0, t1, ts)
 
@@ -105,6 +104,7 @@ def euclidean_flow(
     )
     if save_params:
         _, static = eqx.partition(model, eqx.is_inexact_array)
-        sol = eqx.tree_at(lambda s: s.params, sol, eqx.combine(sol.params, static),
-                          is_leaf=lambda x: x is None)
+        sol = eqx.tree_at(
+            lambda s: s.params, sol, eqx.combine(sol.params, static), is_leaf=lambda x: x is None
+        )
     return sol

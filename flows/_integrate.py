@@ -74,9 +74,7 @@ def integrate(
     saved = sol.ys
     # A state that went non-finite is a failure even if diffrax's controller let it
     # through: say so instead of returning a trajectory of NaNs as "successful".
-    finite = jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(saved["z"])])
-    )
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(saved["z"])]))
     result = dfx.RESULTS.where(
         (sol.result == dfx.RESULTS.successful) & ~finite, dfx.RESULTS.nonfinite, sol.result
     )

@@ -1,12 +1,14 @@
 """The intrinsic flow z' = −K(z)∇f(z)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
+
+from models._custom_types import RealScalarLike
 
 from ._integrate import check_options, integrate, resolve_ts
 from ._solution import FlowSolution
@@ -16,14 +18,14 @@ def intrinsic_flow(
     K: Callable[[PyTree[Array]], lx.AbstractLinearOperator],
     f: Callable[[PyTree[Array]], Scalar],
     z0: PyTree[ArrayLike],
-    t1: float,
+    t1: RealScalarLike,
     *,
-    t0: float = 0.0,
-    ts: Real[ArrayLike, " T"] | None = None,
+    t0: RealScalarLike = 0.0,
+    ts: Real[ArrayLike, " T"] | Sequence[float] | None = None,
     solver: dfx.AbstractAdaptiveSolver = dfx.Tsit5(),
-    rtol: float = 1e-8,
-    atol: float = 1e-8,
-    dt0: float | None = None,
+    rtol: RealScalarLike = 1e-8,
+    atol: RealScalarLike = 1e-8,
+    dt0: RealScalarLike | None = None,
     max_steps: int | None = 100_000,
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
     progress: bool = False,

@@ -46,7 +46,7 @@ class FlowSolution(eqx.Module):
         if self.conserved is None:
             raise ValueError("This solution has no conserved quantities (intrinsic flow).")
         drifts = jax.tree.leaves(
-            jax.tree.map(lambda h: jnp.max(jnp.abs(h - h[0])), self.conserved)
+            jax.tree.map(lambda h: jnp.max(jnp.abs(h - h[:1])), self.conserved)
         )
         return jnp.max(jnp.stack(drifts)) if drifts else jnp.asarray(0.0)
 

@@ -7,5 +7,8 @@ from ._intrinsic_metric import (
     AbstractIntrinsicMetric as AbstractIntrinsicMetric,
     intrinsic_metric as intrinsic_metric,
 )
-from ._lifting import laws_function as laws_function, lifting_function as lifting_function
+from ._lifting import (
+    laws_function as laws_function,
+    lifting_function as lifting_function,
+)
 from ._two_layer_metric import TwoLayerLinearMetric as TwoLayerLinearMetric

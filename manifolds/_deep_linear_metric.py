@@ -22,7 +22,7 @@ class DeepLinearMetric(AbstractIntrinsicMetric):
     as for the scalar chain ([`manifolds.DiagonalChainMetric`][]). When all $\lambda_j = 0$
     this is Arora et al.'s $\sum_j (ZZ^\top)^{(L-j)/L} X (Z^\top Z)^{(j-1)/L}$, valid for any
     widths; with some $\lambda_j \ne 0$ it needs square widths. Spectral functions are
-    evaluated on the singular values of $Z$ (full relative accuracy at small ones).
+    evaluated on the singular values of $Z$, as for [`manifolds.TwoLayerLinearMetric`][].
     """
 
     levels: Float[Array, " depth"]

@@ -23,9 +23,9 @@ class DiagonalChainMetric(AbstractIntrinsicMetric):
     accurate as $x$ (relative error $O(\varepsilon)$ away from double roots of $p$).
     """
 
-    levels: Float[Array, "depth *shape"]
+    levels: Float[Array, " depth *shape"]
 
-    def __init__(self, lams: Float[Array, "depth_minus_one *shape"]):
+    def __init__(self, lams: Float[Array, " depth_minus_one *shape"]):
         r"""**Arguments:** `lams`, the conserved $\lambda_j$ stacked on a leading axis of
         length $L-1$ (exactly `DiagonalLinear.conservation_laws()`)."""
         lams = jnp.asarray(lams)
@@ -33,9 +33,7 @@ class DiagonalChainMetric(AbstractIntrinsicMetric):
             raise ValueError(
                 f"`lams` must have a leading axis of length L-1 >= 1, got shape {lams.shape}."
             )
-        self.levels = jnp.concatenate(
-            [jnp.zeros_like(lams[:1]), jnp.cumsum(lams, axis=0)]
-        )
+        self.levels = jnp.concatenate([jnp.zeros_like(lams[:1]), jnp.cumsum(lams, axis=0)])
 
     def __call__(self, z: Float[Array, "*shape"]) -> lx.FunctionLinearOperator:
         x = jax.vmap(chain_root, in_axes=(0, 1))(

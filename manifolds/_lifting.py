@@ -19,8 +19,7 @@ def lifting_function(
     """
     if not isinstance(model, AbstractFactorization):
         raise TypeError(
-            "`model` must be a models.AbstractFactorization, got "
-            f"{type(model).__name__}."
+            f"`model` must be a models.AbstractFactorization, got {type(model).__name__}."
         )
     theta, static = eqx.partition(model, eqx.is_inexact_array)
 

@@ -3,8 +3,9 @@ r"""Operators diagonal in a pair of singular bases: $X \mapsto P(\mathcal{K}\cir
 Every closed-form intrinsic metric of a linear chain has this form with $Z = P\Sigma Q^\top$
 (full SVD): it is a sum of terms $a(ZZ^\top)\,X\,b(Z^\top Z)$, and spectral functions of
 $ZZ^\top$, $Z^\top Z$ act diagonally in $P$, $Q$. Computing them from the singular values of
-$Z$ (not the eigenvalues of $ZZ^\top$) keeps full relative accuracy at small singular values,
-where $(ZZ^\top)^{1/2}$ from an eigendecomposition loses half the digits.
+$Z$ (not the eigenvalues of $ZZ^\top$) gives them to $O(\varepsilon\|Z\|)$ absolute accuracy,
+where $(ZZ^\top)^{1/2}$ from an eigendecomposition is only accurate to $O(\sqrt{\varepsilon}\|Z\|)$
+at small singular values (half the digits lost).
 """
 
 import jax

@@ -28,8 +28,9 @@ class TwoLayerLinearMetric(AbstractIntrinsicMetric):
     $\alpha_i + \beta_k$, with $\alpha_i = \sqrt{\sigma_i^2 + \lambda^2/4}$ (less $\lambda^+$ for
     $i \ge r$), $\beta_k = \sqrt{\sigma_k^2 + \lambda^2/4}$ (plus $\lambda^-$ for $k \ge r$).
 
-    Accuracy: singular values come from an SVD of $Z$, so $K$ has relative accuracy
-    $O(\varepsilon\,\|Z\|)$ even at zero singular values (no $\sqrt{\varepsilon}$ loss). In
+    Accuracy: singular values come from an SVD of $Z$, so $K$ is accurate to
+    $O(\varepsilon\|Z\|)$ absolute even at (near-)zero singular values, where the PSD square
+    root of $ZZ^\top$ would only give $O(\sqrt{\varepsilon}\|Z\|)$. In
     the projector-corrected cases $K$ is only defined on $\{\mathrm{rank}\,Z = r\}$, and its
     error grows like $\varepsilon\|Z\|/(\sigma_r - \sigma_{r+1})$ as $\sigma_r(Z) \to 0$.
     """
@@ -49,7 +50,9 @@ class TwoLayerLinearMetric(AbstractIntrinsicMetric):
         quarter = self.lam**2 / 4
         alpha = jnp.sqrt(s_left**2 + quarter)
         beta = jnp.sqrt(s_right**2 + quarter)
-        alpha = alpha - jnp.where(jnp.arange(alpha.shape[0]) >= self.rank, jnp.maximum(self.lam, 0), 0)
+        alpha = alpha - jnp.where(
+            jnp.arange(alpha.shape[0]) >= self.rank, jnp.maximum(self.lam, 0), 0
+        )
         beta = beta + jnp.where(jnp.arange(beta.shape[0]) >= self.rank, jnp.minimum(self.lam, 0), 0)
         return spectral_operator(p, alpha[:, None] + beta[None, :], q)
 

@@ -21,21 +21,23 @@ def _haar_orthogonal(key, n: int, dtype) -> jax.Array:
     return q * jnp.sign(jnp.diagonal(r))[None, :]
 
 
-def chain_squared_singular_values(
-    key, widths: tuple[int, ...], lams: tuple[float, ...], scale: float
-) -> list[np.ndarray]:
-    """Squared singular values $a_j$ (length $\\min(n_{j-1}, n_j)$) of each layer.
+def chain_structure(
+    widths: tuple[int, ...], lams: tuple[float, ...]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Squared singular values of each layer as `const[j] + free[j] * x`, per direction.
+
+    `x` is the free positive draw of each singular direction (a direction pinned by a
+    layer without a singular value there has `free = 0`). Depends only on static data, so
+    the random part can be drawn under `jit`/`vmap`.
 
     Raises `ValueError` when no relaxed-balanced chain with these widths and `lams` exists.
     """
     num_layers = len(widths) - 1
     lams = np.asarray(lams, dtype=np.float64)
     levels = np.concatenate([[0.0], np.cumsum(lams)])  # Λ_0..Λ_{L-1}
-    draws = np.asarray(
-        jax.random.uniform(key, (max(widths),), minval=0.5, maxval=2.0)
-    ) * float(scale) ** 2
     tol = 1e-12 * max(1.0, float(np.max(np.abs(levels))))
-    a = [np.zeros(min(widths[j], widths[j + 1])) for j in range(num_layers)]
+    const = [np.zeros(min(widths[j], widths[j + 1])) for j in range(num_layers)]
+    free = [np.zeros(min(widths[j], widths[j + 1])) for j in range(num_layers)]
     for i in range(max(widths)):
         # Layers 1..L are indexed 0..L-1 here; link j -> j+1 when i < n_{j+1}.
         start = 0
@@ -47,22 +49,22 @@ def chain_squared_singular_values(
             active = [i < min(widths[j], widths[j + 1]) for j in comp]
             offsets = {j: levels[j] - levels[start] for j in comp}
             pinned = [j for j, act in zip(comp, active) if not act]
-            if any(active):
-                if pinned:
-                    base = -offsets[pinned[0]]
-                    for j in pinned[1:]:
-                        if abs(offsets[j] + base) > tol:
-                            raise _infeasible(widths, lams, i, j, pinned[0])
-                else:
-                    base = max(0.0, max(-offsets[j] for j in comp)) + draws[i]
-                for j, act in zip(comp, active):
-                    value = base + offsets[j]
-                    if value < -tol:
-                        raise _infeasible(widths, lams, i, j, pinned[0], value)
-                    if act:
-                        a[j][i] = max(value, 0.0)
+            if pinned:
+                base, is_free = -offsets[pinned[0]], 0.0
+                for j in pinned[1:]:
+                    if abs(offsets[j] + base) > tol:
+                        raise _infeasible(widths, lams, i, j, pinned[0])
+            else:
+                base, is_free = max(0.0, max(-offsets[j] for j in comp)), 1.0
+            for j, act in zip(comp, active):
+                value = base + offsets[j]
+                if value < -tol:
+                    raise _infeasible(widths, lams, i, j, pinned[0], value)
+                if act:
+                    const[j][i] = max(value, 0.0)
+                    free[j][i] = is_free
             start = end + 1
-    return a
+    return const, free
 
 
 def _infeasible(widths, lams, i, j, pinned, value=None) -> ValueError:
@@ -86,12 +88,13 @@ def relaxed_balanced_chain(
     key, widths: tuple[int, ...], lams: tuple[float, ...], scale: float, dtype
 ) -> list[jax.Array]:
     """Weights $W_1, \\dots, W_L$ of a generic relaxed-balanced chain (see module doc)."""
+    const, free = chain_structure(widths, lams)
     akey, *okeys = jax.random.split(key, len(widths) + 1)
-    a = chain_squared_singular_values(akey, widths, lams, scale)
+    draws = jax.random.uniform(akey, (max(widths),), dtype, minval=0.5, maxval=2.0) * scale**2
     bases = [_haar_orthogonal(k, n, dtype) for k, n in zip(okeys, widths)]
     weights = []
     for j in range(len(widths) - 1):
-        k = a[j].shape[0]
-        d = jnp.sqrt(jnp.asarray(a[j], dtype=dtype))
+        k = const[j].shape[0]
+        d = jnp.sqrt(jnp.asarray(const[j], dtype) + jnp.asarray(free[j], dtype) * draws[:k])
         weights.append((bases[j + 1][:, :k] * d[None, :]) @ bases[j][:, :k].T)
     return weights

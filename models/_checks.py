@@ -15,16 +15,12 @@ def as_float_array(x, name: str) -> jax.Array:
         try:
             arr = jnp.asarray(x)
         except TypeError as e:
-            raise TypeError(
-                f"`{name}` must be an array of floats, got {type(x).__name__}."
-            ) from e
+            raise TypeError(f"`{name}` must be an array of floats, got {type(x).__name__}.") from e
     if not jnp.issubdtype(arr.dtype, jnp.floating):
         if jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == jnp.bool_:
             arr = arr.astype(jnp.result_type(float))
         else:
-            raise TypeError(
-                f"`{name}` must be a real floating array, got dtype {arr.dtype}."
-            )
+            raise TypeError(f"`{name}` must be a real floating array, got dtype {arr.dtype}.")
     return arr
 
 
@@ -48,13 +44,9 @@ def check_finite(x: jax.Array, name: str) -> None:
 def check_sequence(xs, name: str, min_len: int) -> tuple:
     """Return `xs` as a tuple, checking it is a sequence of at least `min_len` items."""
     if isinstance(xs, (jax.Array, np.ndarray)) or not isinstance(xs, Sequence):
-        raise TypeError(
-            f"`{name}` must be a list or tuple of arrays, got {type(xs).__name__}."
-        )
+        raise TypeError(f"`{name}` must be a list or tuple of arrays, got {type(xs).__name__}.")
     if len(xs) < min_len:
-        raise ValueError(
-            f"`{name}` needs at least {min_len} factors, got {len(xs)}."
-        )
+        raise ValueError(f"`{name}` needs at least {min_len} factors, got {len(xs)}.")
     return tuple(xs)
 
 
@@ -63,14 +55,11 @@ def check_widths(widths, name: str = "widths", min_len: int = 2) -> tuple[int, .
     widths = tuple(widths)
     if len(widths) < min_len:
         raise ValueError(
-            f"`{name}` must list at least {min_len} widths (input, ..., output), "
-            f"got {widths}."
+            f"`{name}` must list at least {min_len} widths (input, ..., output), got {widths}."
         )
     for w in widths:
         if isinstance(w, bool) or int(w) != w or int(w) < 1:
-            raise ValueError(
-                f"`{name}` must contain positive integers, got {widths}."
-            )
+            raise ValueError(f"`{name}` must contain positive integers, got {widths}.")
     return tuple(int(w) for w in widths)
 
 

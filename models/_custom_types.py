@@ -8,3 +8,5 @@ Scalar: TypeAlias = Float[ArrayLike, ""]
 Key: TypeAlias = PRNGKeyArray
 
 __all__ = ["Array", "ArrayLike", "Float", "Key", "PyTree", "Scalar"]
+
+RealScalarLike: TypeAlias = float | int | Float[ArrayLike, ""]

@@ -2,7 +2,6 @@
 
 import functools as ft
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -43,9 +42,7 @@ class DeepLinear(AbstractFactorization):
         ws = tuple(as_float_array(w, f"weights[{j}]") for j, w in enumerate(weights))
         for j, w in enumerate(ws):
             if w.ndim != 2:
-                raise ValueError(
-                    f"`weights[{j}]` must be a matrix, got shape {w.shape}."
-                )
+                raise ValueError(f"`weights[{j}]` must be a matrix, got shape {w.shape}.")
         for j in range(1, len(ws)):
             if ws[j].shape[1] != ws[j - 1].shape[0]:
                 raise ValueError(

@@ -3,7 +3,6 @@
 import functools as ft
 import operator
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,9 +38,7 @@ class DiagonalLinear(AbstractFactorization):
         fewer than two factors, mismatched shapes or non-finite entries.
         """
         factors = check_sequence(factors, "factors", 2)
-        arrays = tuple(
-            as_float_array(u, f"factors[{j}]") for j, u in enumerate(factors)
-        )
+        arrays = tuple(as_float_array(u, f"factors[{j}]") for j, u in enumerate(factors))
         shape = arrays[0].shape
         for j, u in enumerate(arrays):
             if u.shape != shape:
@@ -61,7 +58,7 @@ class DiagonalLinear(AbstractFactorization):
     def lift(self) -> Float[Array, "*shape"]:
         return ft.reduce(operator.mul, self.factors)
 
-    def conservation_laws(self) -> Float[Array, "depth_minus_one *shape"]:
+    def conservation_laws(self) -> Float[Array, " depth_minus_one *shape"]:
         r"""$h_j = u_{j+1}^2 - u_j^2$, stacked along a leading axis of length $L-1$."""
         sq = jnp.stack([u**2 for u in self.factors])
         return sq[1:] - sq[:-1]
@@ -108,17 +105,12 @@ class DiagonalLinear(AbstractFactorization):
         shape = tuple(shape)
         lams = broadcast_lams(lams, depth - 1)
         lam_arr = [np.broadcast_to(np.asarray(lam, dtype=np.float64), shape) for lam in lams]
-        levels = np.concatenate(
-            [np.zeros((1, *shape)), np.cumsum(np.stack(lam_arr), axis=0)]
-        )
+        levels = np.concatenate([np.zeros((1, *shape)), np.cumsum(np.stack(lam_arr), axis=0)])
         xkey, skey = jax.random.split(key)
-        draw = np.asarray(jax.random.uniform(xkey, shape, minval=0.5, maxval=2.0))
-        x = np.maximum(0.0, np.max(-levels, axis=0)) + scale**2 * draw
-        signs = jax.random.rademacher(skey, (depth, *shape))
         dtype = jnp.result_type(float)
+        draw = jax.random.uniform(xkey, shape, dtype, minval=0.5, maxval=2.0)
+        x = jnp.asarray(np.maximum(0.0, np.max(-levels, axis=0)), dtype) + scale**2 * draw
+        signs = jax.random.rademacher(skey, (depth, *shape), dtype)
         return cls(
-            [
-                signs[j] * jnp.sqrt(jnp.asarray(x + levels[j], dtype=dtype))
-                for j in range(depth)
-            ]
+            [signs[j] * jnp.sqrt(jnp.asarray(x + levels[j], dtype=dtype)) for j in range(depth)]
         )

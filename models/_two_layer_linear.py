@@ -1,6 +1,5 @@
 """Two-layer linear networks: Z = U Vᵀ."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -36,9 +35,7 @@ class TwoLayerLinear(AbstractFactorization):
         V = as_float_array(V, "V")
         for name, x in (("U", U), ("V", V)):
             if x.ndim != 2:
-                raise ValueError(
-                    f"`{name}` must be a matrix (2 dimensions), got shape {x.shape}."
-                )
+                raise ValueError(f"`{name}` must be a matrix (2 dimensions), got shape {x.shape}.")
         if U.shape[1] != V.shape[1]:
             raise ValueError(
                 f"`U` and `V` must have the same number of columns r: got U of shape "
@@ -107,7 +104,5 @@ class TwoLayerLinear(AbstractFactorization):
                 f"rank r, but V has only m={m} rows."
             )
         # The chain W_2 W_1 with W_1 = V^T (r x m) and W_2 = U (n x r).
-        w1, w2 = relaxed_balanced_chain(
-            key, (m, r, n), (lam,), scale, jnp.result_type(float)
-        )
+        w1, w2 = relaxed_balanced_chain(key, (m, r, n), (lam,), scale, jnp.result_type(float))
         return cls(w2, w1.T)

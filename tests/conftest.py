@@ -1,0 +1,24 @@
+import random
+
+import jax
+import pytest
+
+# Tests run in float64 with strict promotion; the library itself never sets these.
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def getkey(request):
+    """A fresh PRNG key per call, from a seed printed on failure so it can be replayed."""
+    seed = random.randint(0, 2**31 - 1)
+    request.node.user_properties.append(("seed", seed))
+    print(f"getkey seed: {seed}")
+    key = jax.random.key(seed)
+
+    def _getkey():
+        nonlocal key
+        key, sub = jax.random.split(key)
+        return sub
+
+    return _getkey

@@ -1,0 +1,77 @@
+"""Registries driving the parametrised tests, and comparison helpers.
+
+A new factorization is tested everywhere by adding one line to `all_factorizations`
+(and to `intrinsic_configs` if it has a closed-form intrinsic metric).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+import manifolds
+import models
+
+# name -> key -> model at a generic (random) point.
+all_factorizations = {
+    "diagonal-uv": lambda k: models.DiagonalLinear.random(k, (), 2),
+    "diagonal-depth3": lambda k: models.DiagonalLinear.random(k, (3,), 3),
+    "two-layer-3x2x4": lambda k: models.TwoLayerLinear.random(k, 3, 2, 4),
+    "two-layer-2x5x3": lambda k: models.TwoLayerLinear.random(k, 2, 5, 3),
+    "deep-2-3-4-2": lambda k: models.DeepLinear.random(k, (2, 3, 4, 2)),
+    "deep-3-3-3-3": lambda k: models.DeepLinear.random(k, (3, 3, 3, 3)),
+}
+
+# name -> key -> model on a level set with a closed-form intrinsic metric.
+# Every configuration of the foundation issue's acceptance table, plus the shapes that
+# exercise the padding and projector branches.
+intrinsic_configs = {
+    "diagonal-depth2": lambda k: models.DiagonalLinear.relaxed_balanced(k, (3,), 2, 0.5),
+    "diagonal-depth3": lambda k: models.DiagonalLinear.relaxed_balanced(k, (4,), 3, (0.5, -1.0)),
+    "two-layer-2-2-4-pos": lambda k: models.TwoLayerLinear.relaxed_balanced(k, 2, 2, 4, 0.7),
+    "two-layer-4-3-3-neg": lambda k: models.TwoLayerLinear.relaxed_balanced(k, 4, 3, 3, -0.5),
+    "two-layer-3-2-5-pos": lambda k: models.TwoLayerLinear.relaxed_balanced(k, 3, 2, 5, 0.7),
+    "two-layer-3-3-3-bal": lambda k: models.TwoLayerLinear.relaxed_balanced(k, 3, 3, 3, 0.0),
+    "two-layer-5-2-3-neg": lambda k: models.TwoLayerLinear.relaxed_balanced(k, 5, 2, 3, -0.4),
+    "two-layer-3-5-4-bal": lambda k: models.TwoLayerLinear.balanced(k, 3, 5, 4),
+    "deep-square-L3": lambda k: models.DeepLinear.relaxed_balanced(k, (3, 3, 3, 3), (0.5, -0.3)),
+    "deep-square-L4": lambda k: models.DeepLinear.relaxed_balanced(
+        k, (3, 3, 3, 3, 3), (1.0, -2.0, 0.5)
+    ),
+    "deep-balanced-2-4-5-2-2": lambda k: models.DeepLinear.balanced(k, (2, 4, 5, 2, 2)),
+}
+
+
+def tree_allclose(x, y, *, rtol=1e-12, atol=1e-12) -> bool:
+    return all(
+        np.allclose(a, b, rtol=rtol, atol=atol)
+        for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y), strict=True)
+    )
+
+
+def dense_jacobian(model) -> jnp.ndarray:
+    """J = ∂φ(θ) as a d × D matrix, built with `jax.jacfwd` (an independent reference)."""
+    phi, theta = manifolds.lifting_function(model)
+    flat, unravel = ravel_pytree(theta)
+    return jax.jacfwd(lambda t: ravel_pytree(phi(unravel(t)))[0])(flat)
+
+
+def dense_laws_jacobian(model) -> jnp.ndarray:
+    """∂h(θ) as an N × D matrix (jacfwd)."""
+    h, theta = manifolds.laws_function(model)
+    flat, unravel = ravel_pytree(theta)
+    return jax.jacfwd(lambda t: ravel_pytree(h(unravel(t)))[0])(flat)
+
+
+def quadratic_loss(key, z_struct):
+    """A random convex quadratic loss f(z) = ½‖A vec(z) − b‖² with a nonzero gradient."""
+    d = int(np.prod(z_struct.shape))
+    ka, kb = jax.random.split(key)
+    a = jax.random.normal(ka, (d + 2, d)) / np.sqrt(d)
+    b = jax.random.normal(kb, (d + 2,))
+
+    def f(z):
+        r = a @ z.reshape(-1) - b
+        return 0.5 * jnp.sum(r**2)
+
+    return f

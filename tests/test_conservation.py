@@ -1,0 +1,35 @@
+import jax
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import flows
+import manifolds
+
+from .helpers import all_factorizations, dense_laws_jacobian, quadratic_loss
+
+
+@pytest.mark.parametrize("name", sorted(all_factorizations))
+def test_laws_orthogonal_to_every_loss_gradient(name, getkey):
+    model = all_factorizations[name](getkey())
+    phi, theta = manifolds.lifting_function(model)
+    dh = dense_laws_jacobian(model)
+    for _ in range(3):
+        f = quadratic_loss(getkey(), jax.eval_shape(phi, theta))
+        grad = ravel_pytree(jax.grad(lambda p, f=f: f(phi(p)))(theta))[0]
+        assert np.linalg.norm(grad) > 1e-3  # not a vacuous check
+        assert np.max(np.abs(dh @ grad)) <= 1e-12 * np.linalg.norm(grad) * max(
+            1, np.max(np.abs(dh))
+        )
+
+
+@pytest.mark.parametrize("name", sorted(all_factorizations))
+def test_laws_constant_along_flow(name, getkey):
+    model = all_factorizations[name](getkey())
+    f = quadratic_loss(getkey(), jax.eval_shape(model.lift))
+    sol = flows.euclidean_flow(model, f, 2.0, ts=np.linspace(0, 2, 5), rtol=1e-10, atol=1e-10)
+    assert sol.losses[-1] < sol.losses[0]  # the flow did move
+    assert float(sol.conservation_drift) <= 1e-7
+    # A non-conserved quantity of comparable size does drift: the check can fail.
+    z_norms = np.sum(np.asarray(sol.zs).reshape(5, -1) ** 2, axis=1)
+    assert abs(z_norms[-1] - z_norms[0]) > 1e-4

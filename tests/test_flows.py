@@ -1,0 +1,154 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flows
+import manifolds
+import models
+
+from .helpers import intrinsic_configs, quadratic_loss
+
+
+def _regression_loss(key, z_shape):
+    if len(z_shape) == 2:
+        kx, ky = jax.random.split(key)
+        X = jax.random.normal(kx, (z_shape[1], 10))
+        Y = jax.random.normal(ky, (z_shape[0], 10))
+        return lambda z: 0.5 * jnp.mean((z @ X - Y) ** 2)
+    target = jax.random.normal(key, z_shape)
+    return lambda z: 0.5 * jnp.sum((z - target) ** 2)
+
+
+@pytest.mark.parametrize("name", sorted(intrinsic_configs))
+def test_intrinsic_flow_reproduces_euclidean_flow(name, getkey):
+    model = intrinsic_configs[name](getkey())
+    f = _regression_loss(getkey(), model.lift().shape)
+    ts = jnp.linspace(0.0, 4.0, 9)
+    opts = dict(ts=ts, rtol=1e-10, atol=1e-10)
+    euc = flows.euclidean_flow(model, f, 4.0, **opts)
+    intr = flows.intrinsic_flow(manifolds.intrinsic_metric(model), f, model.lift(), 4.0, **opts)
+    assert euc.successful and intr.successful
+    assert float(euc.losses[-1]) < 0.9 * float(euc.losses[0])  # the flows really moved
+    assert float(jnp.max(flows.relative_deviation(euc, intr))) <= 1e-8
+    assert float(euc.conservation_drift) <= 1e-8
+
+
+def test_non_intrinsic_init_deviates(getkey):
+    # Control: the balanced-K flow started from a generic (unbalanced) init must not
+    # reproduce φ(θ(t)) — the agreement above is not automatic.
+    model = models.TwoLayerLinear.random(getkey(), 3, 3, 3)
+    f = _regression_loss(getkey(), (3, 3))
+    ts = jnp.linspace(0.0, 4.0, 9)
+    euc = flows.euclidean_flow(model, f, 4.0, ts=ts)
+    K = manifolds.TwoLayerLinearMetric(0.0, 3)
+    intr = flows.intrinsic_flow(K, f, model.lift(), 4.0, ts=ts)
+    assert float(jnp.max(flows.relative_deviation(euc, intr))) > 1e-3
+
+
+def test_solution_contents(getkey):
+    model = models.DeepLinear.random(getkey(), (2, 3, 2))
+    f = quadratic_loss(getkey(), jax.eval_shape(model.lift))
+    ts = jnp.linspace(0.0, 1.0, 4)
+    sol = flows.euclidean_flow(model, f, 1.0, ts=ts, save_params=True)
+    assert np.allclose(sol.ts, ts)
+    assert sol.zs.shape == (4, 2, 2) and sol.losses.shape == (4,)
+    assert [h.shape for h in sol.conserved] == [(4, 3, 3)]
+    assert isinstance(sol.params, models.DeepLinear)
+    last = jax.tree.map(lambda x: x[-1], sol.params)
+    assert np.allclose(last.lift(), sol.zs[-1], atol=1e-12)
+    assert np.allclose(sol.losses[-1], f(sol.zs[-1]))
+    assert np.allclose(sol.zs[0], model.lift())
+    default = flows.euclidean_flow(model, f, 1.0)
+    assert default.ts.shape == (2,) and default.params is None
+    assert sol.message == ""
+
+
+def test_max_steps_reported_not_truncated(getkey):
+    model = models.TwoLayerLinear.random(getkey(), 2, 2, 2)
+    f = quadratic_loss(getkey(), jax.eval_shape(model.lift))
+    ts = jnp.linspace(0.0, 10.0, 5)
+    sol = flows.euclidean_flow(model, f, 10.0, ts=ts, max_steps=3, throw=False)
+    assert not sol.successful
+    assert "maximum number of solver steps" in sol.message
+    assert np.all(np.isinf(np.asarray(sol.zs[-1])))  # unsaved times are marked, not faked
+    with pytest.raises(eqx.EquinoxRuntimeError, match="maximum number of solver steps"):
+        flows.euclidean_flow(model, f, 10.0, ts=ts, max_steps=3)
+
+
+def test_nonfinite_state_reported(getkey):
+    # f(z) = -z⁴/4 blows up in finite time under the flow: the solve must fail loudly.
+    model = models.DiagonalLinear([jnp.array(1.5), jnp.array(1.5)])
+    f = lambda z: -(z**4) / 4
+    sol = flows.intrinsic_flow(
+        manifolds.intrinsic_metric(model), f, model.lift(), 10.0, throw=False, max_steps=2000
+    )
+    assert not sol.successful
+    assert sol.message
+    with pytest.raises(eqx.EquinoxRuntimeError):
+        flows.intrinsic_flow(
+            manifolds.intrinsic_metric(model), f, model.lift(), 10.0, max_steps=2000
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(t1=0.0), "`t1` must be greater"),
+        (dict(rtol=-1.0), "`rtol` must be positive"),
+        (dict(ts=[0.0, 2.0]), r"`ts` must lie in \[t0, t1\]"),
+        (dict(ts=[0.5, 0.2]), "non-decreasing"),
+        (dict(max_steps=0), "`max_steps`"),
+    ],
+)
+def test_bad_options(kwargs, match, getkey):
+    model = models.TwoLayerLinear.random(getkey(), 2, 2, 2)
+    f = lambda z: jnp.sum(z**2)
+    kwargs = {"t1": 1.0, **kwargs}
+    t1 = kwargs.pop("t1")
+    with pytest.raises(ValueError, match=match):
+        flows.euclidean_flow(model, f, t1, **kwargs)
+    K = manifolds.TwoLayerLinearMetric(0.0, 2)
+    with pytest.raises(ValueError, match=match):
+        flows.intrinsic_flow(K, f, model.lift(), t1, **kwargs)
+
+
+def test_bad_loss_and_state(getkey):
+    model = models.TwoLayerLinear.random(getkey(), 2, 2, 2)
+    with pytest.raises(ValueError, match="scalar loss"):
+        flows.euclidean_flow(model, lambda z: z, 1.0)
+    with pytest.raises(TypeError, match="(?i)callable"):
+        flows.euclidean_flow(model, 3.0, 1.0)
+    K = manifolds.TwoLayerLinearMetric(0.0, 2)
+    with pytest.raises(ValueError, match="`z0` must be finite"):
+        flows.intrinsic_flow(K, lambda z: jnp.sum(z), jnp.full((2, 2), jnp.nan), 1.0)
+
+
+def test_gradient_through_the_flow_matches_finite_differences(getkey):
+    # d/ds of the final loss when the init is scaled by s, with the default
+    # RecursiveCheckpointAdjoint, against a central difference.
+    model = models.TwoLayerLinear.random(getkey(), 2, 2, 3)
+    f = quadratic_loss(getkey(), jax.eval_shape(model.lift))
+
+    def final_loss(s):
+        scaled = jax.tree.map(lambda x: s * x, model)
+        return flows.euclidean_flow(scaled, f, 1.0, rtol=1e-12, atol=1e-12).losses[-1]
+
+    grad = jax.grad(final_loss)(1.0)
+    h = 1e-5
+    fd = (final_loss(1.0 + h) - final_loss(1.0 - h)) / (2 * h)
+    assert abs(grad - fd) <= 1e-6 * max(1.0, abs(fd))
+
+
+def test_flows_vmap_over_inits(getkey):
+    keys = jax.random.split(getkey(), 3)
+    batch = jax.vmap(lambda k: models.TwoLayerLinear.relaxed_balanced(k, 2, 2, 2, 0.5))(keys)
+    f = lambda z: 0.5 * jnp.sum((z - jnp.eye(2)) ** 2)
+    sols = jax.vmap(lambda m: flows.euclidean_flow(m, f, 1.0).zs)(batch)
+    assert sols.shape == (3, 2, 2, 2)
+    for i, key in enumerate(keys):
+        single = flows.euclidean_flow(
+            models.TwoLayerLinear.relaxed_balanced(key, 2, 2, 2, 0.5), f, 1.0
+        ).zs
+        assert np.allclose(sols[i], single, atol=1e-10)
