@@ -1,0 +1,249 @@
+"""The `intrinsic` command: run both flows on a built-in example and compare them."""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def _finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or abs(value) == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def _parser():
+    from ._examples import DEFAULT_EXAMPLE, EXAMPLES
+
+    parser = argparse.ArgumentParser(
+        prog="intrinsic",
+        description="Intrinsic training dynamics: integrate the Euclidean gradient flow on "
+        "the parameters θ and the intrinsic flow z' = -K(z)∇f(z) on z = φ(θ), and check "
+        "that φ(θ(t)) = z(t).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="list the built-in examples")
+    run = sub.add_parser(
+        "run",
+        help="run both flows on an example and report their agreement",
+        description="Run the Euclidean and intrinsic flows on a built-in example; print a "
+        "table over time and write DIR/report.json and DIR/flows.png.",
+    )
+    run.add_argument(
+        "example",
+        nargs="?",
+        default=DEFAULT_EXAMPLE,
+        choices=sorted(EXAMPLES),
+        help=f"which example (default: {DEFAULT_EXAMPLE}); see `intrinsic list`",
+    )
+    run.add_argument("--n", type=_positive_int, help="output width n (or size of z)")
+    run.add_argument("--r", type=_positive_int, help="hidden width r (two-layer-linear)")
+    run.add_argument("--m", type=_positive_int, help="input width m (two-layer-linear)")
+    run.add_argument("--depth", type=_positive_int, help="number of layers L >= 2")
+    run.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
+    run.add_argument("--scale", type=_positive_float, help="scale of the initialization")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    run.add_argument("--t1", type=_positive_float, help="final time of the flows")
+    run.add_argument("--rtol", type=_positive_float, default=1e-10, help="default: 1e-10")
+    run.add_argument("--atol", type=_positive_float, default=1e-10, help="default: 1e-10")
+    run.add_argument("--max-steps", type=_positive_int, default=100_000, help="solver step budget")
+    run.add_argument(
+        "--num-times", type=_positive_int, default=11, help="rows of the table (default: 11)"
+    )
+    run.add_argument(
+        "--precision", type=int, choices=(32, 64), default=64, help="float bits (default: 64)"
+    )
+    run.add_argument("--out", default="intrinsic-out", help="output directory")
+    run.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bars (shown on a terminal)"
+    )
+    return parser
+
+
+def _config(args, example):
+    config = dict(example.defaults)
+    for key in ("n", "r", "m", "depth", "lam", "scale", "t1"):
+        value = getattr(args, key)
+        if value is not None:
+            if key not in config:
+                raise ValueError(f"option --{key} does not apply to example {example.name!r}")
+            config[key] = value
+    if "depth" in config and config["depth"] < 2:
+        raise ValueError(f"--depth must be at least 2, got {config['depth']}")
+    config["seed"] = args.seed
+    return config
+
+
+def _run(args, parser) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", args.precision == 64)
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ._euclidean import euclidean_flow
+    from ._examples import EXAMPLES
+    from ._intrinsic import intrinsic_flow
+    from ._solution import relative_deviation
+
+    example = EXAMPLES[args.example]
+    try:
+        config = _config(args, example)
+        model, loss, K = example.build(config)
+    except ValueError as e:
+        parser.exit(2, f"intrinsic run: error: {e}\n")
+    ts = jnp.linspace(0.0, config["t1"], args.num_times)
+    options = dict(
+        ts=ts,
+        rtol=args.rtol,
+        atol=args.atol,
+        max_steps=args.max_steps,
+        progress=sys.stderr.isatty() and not args.no_progress,
+        throw=False,
+    )
+    start = time.perf_counter()
+    euc = euclidean_flow(model, loss, config["t1"], **options)
+    euc_time = time.perf_counter() - start
+    start = time.perf_counter()
+    intr = intrinsic_flow(K, loss, model.lift(), config["t1"], **options)
+    intr_time = time.perf_counter() - start
+
+    failed = [(name, s.message) for name, s in (("euclidean", euc), ("intrinsic", intr))]
+    failed = [(name, msg) for name, msg in failed if msg]
+    deviation = np.asarray(relative_deviation(euc, intr))
+    drift = np.maximum.accumulate(
+        np.max(
+            np.stack(
+                [
+                    np.abs(np.asarray(h) - np.asarray(h[:1])).reshape(len(ts), -1).max(axis=1)
+                    for h in jax.tree.leaves(euc.conserved)
+                ]
+            ),
+            axis=0,
+        )
+    )
+    num_params = sum(
+        x.size for x in jax.tree.leaves(model) if jnp.issubdtype(x.dtype, jnp.floating)
+    )
+    dim = int(np.prod(np.shape(model.lift())))
+    print(f"intrinsic run {example.name}: {example.description}")
+    print(
+        "config: "
+        + ", ".join(f"{k}={v}" for k, v in config.items())
+        + f" | D = {num_params} parameters, d = {dim} lifted coordinates"
+    )
+    header = f"{'t':>9} {'loss (θ flow)':>15} {'loss (z flow)':>15} {'rel. deviation':>15} {'cons. drift':>12}"
+    print(header)
+    print("-" * len(header))
+    for i, t in enumerate(np.asarray(ts)):
+        print(
+            f"{t:9.3f} {float(euc.losses[i]):15.6e} {float(intr.losses[i]):15.6e} "
+            f"{deviation[i]:15.3e} {drift[i]:12.3e}"
+        )
+    report = {
+        "example": example.name,
+        "config": config,
+        "num_parameters": int(num_params),
+        "lifted_dimension": dim,
+        "precision": args.precision,
+        "rtol": args.rtol,
+        "atol": args.atol,
+        "ts": np.asarray(ts).tolist(),
+        "euclidean_losses": np.asarray(euc.losses).tolist(),
+        "intrinsic_losses": np.asarray(intr.losses).tolist(),
+        "relative_deviation": deviation.tolist(),
+        "conservation_drift": drift.tolist(),
+        "max_relative_deviation": float(np.max(deviation)),
+        "max_conservation_drift": float(drift[-1]),
+        "euclidean_steps": int(euc.stats["num_steps"]),
+        "intrinsic_steps": int(intr.stats["num_steps"]),
+        "euclidean_seconds": euc_time,
+        "intrinsic_seconds": intr_time,
+        "failures": dict(failed),
+    }
+    os.makedirs(args.out, exist_ok=True)
+    report_path = os.path.join(args.out, "report.json")
+    with open(report_path, "w") as fh:
+        json.dump(report, fh, indent=2)
+    figure_path = os.path.join(args.out, "flows.png")
+    _plot(np.asarray(ts), report, figure_path)
+    print(
+        f"max relative deviation {report['max_relative_deviation']:.3e}, max conservation "
+        f"drift {report['max_conservation_drift']:.3e}; Euclidean flow {euc_time:.2f} s "
+        f"({report['euclidean_steps']} steps), intrinsic flow {intr_time:.2f} s "
+        f"({report['intrinsic_steps']} steps)"
+    )
+    print(f"wrote {report_path} and {figure_path}")
+    for name, msg in failed:
+        print(f"error: the {name} flow failed: {msg}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _plot(ts, report, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    ax1.semilogy(ts, report["euclidean_losses"], "o-", label="Euclidean flow on θ")
+    ax1.semilogy(ts, report["intrinsic_losses"], "x--", label="intrinsic flow on z")
+    ax1.set(xlabel="t", ylabel="loss f(z(t))", title="Training loss")
+    ax1.legend()
+    # Both curves are exactly 0 at t0 by construction: plot from the first step on.
+    floor = np.finfo(float).tiny
+    for key, style, label in (
+        ("relative_deviation", "o-", "‖φ(θ(t)) − z(t)‖ / max‖z‖"),
+        ("conservation_drift", "s-", "max |h(θ(t)) − h(θ₀)|"),
+    ):
+        ax2.semilogy(ts[1:], np.maximum(report[key][1:], floor), style, label=label)
+    ax2.set(xlabel="t", title="Agreement and conservation")
+    ax2.legend()
+    fig.suptitle(f"intrinsic run {report['example']}")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    """Entry point of the `intrinsic` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        from ._examples import DEFAULT_EXAMPLE, EXAMPLES
+
+        for name, example in EXAMPLES.items():
+            mark = " (default)" if name == DEFAULT_EXAMPLE else ""
+            defaults = ", ".join(f"{k}={v}" for k, v in example.defaults.items())
+            print(f"{name}{mark}\n    {example.description}\n    defaults: {defaults}")
+        return 0
+    return _run(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
