@@ -5,6 +5,7 @@ from collections.abc import Callable, Sequence
 import diffrax as dfx
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
 
 from manifolds import laws_function, lifting_function
@@ -13,6 +14,32 @@ from models._custom_types import RealScalarLike
 
 from ._integrate import check_options, integrate, resolve_ts
 from ._solution import FlowSolution
+
+
+# Vector field and saved summary as Modules rather than closures: `integrate` is
+# `filter_jit`-ed, and Modules built from equal pieces hit its cache, so a second flow
+# on a same-shaped model (or with another t1, ts or tolerance) does not recompile.
+class _EuclideanField(eqx.Module):
+    phi: Callable
+    f: Callable
+
+    def __call__(self, theta):
+        grad = jax.grad(lambda p: self.f(self.phi(p)))(theta)
+        return jax.tree.map(jnp.negative, grad)
+
+
+class _EuclideanSave(eqx.Module):
+    phi: Callable
+    h: Callable
+    f: Callable
+    save_params: bool = eqx.field(static=True)
+
+    def __call__(self, theta):
+        z = self.phi(theta)
+        out = {"z": z, "loss": self.f(z), "laws": self.h(theta)}
+        if self.save_params:
+            out["params"] = theta
+        return out
 
 
 def euclidean_flow(
@@ -75,17 +102,8 @@ def euclidean_flow(
     check_options(t0, t1, rtol, atol, max_steps)
     ts = resolve_ts(t0, t1, ts)
 
-    def vector_field(theta):
-        grad = jax.grad(lambda p: f(phi(p)))(theta)
-        return jax.tree.map(lambda g: -g, grad)
-
-    def save(theta):
-        z = phi(theta)
-        out = {"z": z, "loss": f(z), "laws": h(theta)}
-        if save_params:
-            out["params"] = theta
-        return out
-
+    vector_field = _EuclideanField(phi, f)
+    save = _EuclideanSave(phi, h, f, save_params)
     sol = integrate(
         vector_field,
         theta0,

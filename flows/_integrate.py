@@ -38,7 +38,6 @@ def check_options(t0, t1, rtol, atol, max_steps):
         raise ValueError(f"`max_steps` must be a positive integer or None, got {max_steps}.")
 
 
-@eqx.filter_jit
 def integrate(
     vector_field: Callable,
     y0,
@@ -56,7 +55,47 @@ def integrate(
     progress: bool,
     throw: bool,
 ) -> FlowSolution:
-    """Solve $y' = $ `vector_field(y)` and save `save(y)` (a dict) at `ts`."""
+    """Solve $y' = $ `vector_field(y)` and save `save(y)` (a dict) at `ts`.
+
+    Times and tolerances become arrays here so that changing them does not recompile.
+    """
+    as_array = lambda x: jnp.asarray(x, dtype=ts.dtype)
+    return _integrate(
+        vector_field,
+        y0,
+        save,
+        as_array(t0),
+        as_array(t1),
+        ts,
+        solver=solver,
+        rtol=as_array(rtol),
+        atol=as_array(atol),
+        dt0=None if dt0 is None else as_array(dt0),
+        max_steps=max_steps,
+        adjoint=adjoint,
+        progress=progress,
+        throw=throw,
+    )
+
+
+@eqx.filter_jit
+def _integrate(
+    vector_field: Callable,
+    y0,
+    save: Callable,
+    t0,
+    t1,
+    ts,
+    *,
+    solver,
+    rtol,
+    atol,
+    dt0,
+    max_steps,
+    adjoint,
+    progress: bool,
+    throw: bool,
+) -> FlowSolution:
     sol = dfx.diffeqsolve(
         dfx.ODETerm(lambda t, y, args: vector_field(y)),
         solver,

@@ -3,6 +3,7 @@
 from collections.abc import Callable, Sequence
 
 import diffrax as dfx
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
@@ -12,6 +13,21 @@ from models._custom_types import RealScalarLike
 
 from ._integrate import check_options, integrate, resolve_ts
 from ._solution import FlowSolution
+
+
+class _IntrinsicField(eqx.Module):
+    K: Callable
+    f: Callable
+
+    def __call__(self, z):
+        return jax.tree.map(jnp.negative, self.K(z).mv(jax.grad(self.f)(z)))
+
+
+class _IntrinsicSave(eqx.Module):
+    f: Callable
+
+    def __call__(self, z):
+        return {"z": z, "loss": self.f(z)}
 
 
 def intrinsic_flow(
@@ -61,22 +77,15 @@ def intrinsic_flow(
     loss_shape = jax.eval_shape(f, z0)
     if getattr(loss_shape, "shape", None) != ():
         raise ValueError(f"`f` must return a scalar loss, got shape {loss_shape.shape}.")
-    op_struct = jax.eval_shape(lambda z: K(z).in_structure(), z0)
-    del op_struct  # Fails early, with a readable trace, if K(z0) is not an operator.
+    # Fail now, not deep inside the solver, if K(z0) cannot act on z-shaped arrays.
+    jax.eval_shape(lambda z: K(z).mv(z), z0)
     check_options(t0, t1, rtol, atol, max_steps)
     ts = resolve_ts(t0, t1, ts)
 
-    def vector_field(z):
-        grad = jax.grad(f)(z)
-        return jax.tree.map(lambda g: -g, K(z).mv(grad))
-
-    def save(z):
-        return {"z": z, "loss": f(z)}
-
     return integrate(
-        vector_field,
+        _IntrinsicField(K, f),
         z0,
-        save,
+        _IntrinsicSave(f),
         t0,
         t1,
         ts,

@@ -1,4 +1,4 @@
-"""Split a factorization into its parameters θ and the pure function θ ↦ φ(θ)."""
+"""Split a factorization into its parameters θ and pure functions of θ (φ, h)."""
 
 from collections.abc import Callable
 
@@ -6,6 +6,26 @@ import equinox as eqx
 from jaxtyping import Array, PyTree
 
 from models import AbstractFactorization
+
+
+class _Rebuild(eqx.Module):
+    # The model's non-parameter skeleton; calling rebuilds the model from θ and applies
+    # one of its methods. A Module (not a closure) so that two liftings of same-shaped
+    # models compare equal and `filter_jit` caches across them.
+    skeleton: AbstractFactorization
+    method: str = eqx.field(static=True)
+
+    def __call__(self, theta: PyTree[Array]) -> PyTree[Array]:
+        return getattr(eqx.combine(theta, self.skeleton), self.method)()
+
+
+def _split(model, method):
+    if not isinstance(model, AbstractFactorization):
+        raise TypeError(
+            f"`model` must be a models.AbstractFactorization, got {type(model).__name__}."
+        )
+    theta, skeleton = eqx.partition(model, eqx.is_inexact_array)
+    return _Rebuild(skeleton, method), theta
 
 
 def lifting_function(
@@ -17,23 +37,11 @@ def lifting_function(
     $\theta \in \mathbb{R}^D$, with `None` elsewhere) and `phi` rebuilds the model from them,
     so `jax.jvp(phi, (theta,), (v,))` is $\partial\varphi(\theta)v$.
     """
-    if not isinstance(model, AbstractFactorization):
-        raise TypeError(
-            f"`model` must be a models.AbstractFactorization, got {type(model).__name__}."
-        )
-    theta, static = eqx.partition(model, eqx.is_inexact_array)
-
-    def phi(p):
-        return eqx.combine(p, static).lift()
-
-    return phi, theta
+    return _split(model, "lift")
 
 
-def laws_function(model: AbstractFactorization):
-    """Like [`manifolds.lifting_function`][] for $\\theta \\mapsto h(\\theta)$."""
-    theta, static = eqx.partition(model, eqx.is_inexact_array)
-
-    def h(p):
-        return eqx.combine(p, static).conservation_laws()
-
-    return h, theta
+def laws_function(
+    model: AbstractFactorization,
+) -> tuple[Callable[[PyTree[Array]], PyTree[Array]], PyTree[Array]]:
+    r"""Return `(h, theta)` with `h(theta) == model.conservation_laws()`."""
+    return _split(model, "conservation_laws")

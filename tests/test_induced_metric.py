@@ -1,4 +1,5 @@
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
@@ -62,3 +63,28 @@ def test_diagonal_closed_form():
 def test_rejects_non_factorization():
     with pytest.raises(TypeError, match="AbstractFactorization"):
         manifolds.induced_metric(jnp.ones(3))
+
+
+def _rank(a, rtol=1e-9):
+    s = np.linalg.svd(np.asarray(a), compute_uv=False)
+    return int(np.sum(s > rtol * s[0]))
+
+
+def test_bookkeeping_reference_values(getkey):
+    # THEORY.md §4: (n, m, r) = (3, 3, 2) at random θ: D = 12, rank ∂φ = 8, 3 laws,
+    # dim(ker ∂φ ∩ ker ∂h) = 1.
+    model = models.TwoLayerLinear.random(getkey(), 3, 2, 3)
+    J = dense_jacobian(model)
+    dh = jax.jacfwd(
+        lambda t: (lambda m: m.conservation_laws()[jnp.triu_indices(2)])(
+            jax.flatten_util.ravel_pytree(model)[1](t)
+        )
+    )(jax.flatten_util.ravel_pytree(model)[0])
+    assert J.shape == (9, 12)
+    assert _rank(J) == 8
+    assert _rank(dh) == 3
+    assert 12 - _rank(np.vstack([J, dh])) == 1
+    # Linear net widths (2, 2, 2): D = 8, rank W = rank ∂φ = 4.
+    deep = models.DeepLinear.random(getkey(), (2, 2, 2))
+    assert dense_jacobian(deep).shape == (4, 8)
+    assert _rank(dense_jacobian(deep)) == 4
