@@ -39,25 +39,12 @@ def check_options(t0, t1, rtol, atol, max_steps):
 
 
 def integrate(
-    vector_field: Callable,
-    y0,
-    save: Callable,
-    t0,
-    t1,
-    ts,
-    *,
-    solver,
-    rtol,
-    atol,
-    dt0,
-    max_steps,
-    adjoint,
-    progress: bool,
-    throw: bool,
-) -> FlowSolution:
+    vector_field: Callable, y0, save: Callable, t0, t1, ts, *, rtol, atol, dt0, **options
+):
     """Solve $y' = $ `vector_field(y)` and save `save(y)` (a dict) at `ts`.
 
     Times and tolerances become arrays here so that changing them does not recompile.
+    `options` are the remaining keyword arguments of `_integrate`.
     """
     as_array = lambda x: jnp.asarray(x, dtype=ts.dtype)
     return _integrate(
@@ -67,14 +54,10 @@ def integrate(
         as_array(t0),
         as_array(t1),
         ts,
-        solver=solver,
         rtol=as_array(rtol),
         atol=as_array(atol),
         dt0=None if dt0 is None else as_array(dt0),
-        max_steps=max_steps,
-        adjoint=adjoint,
-        progress=progress,
-        throw=throw,
+        **options,
     )
 
 

@@ -50,7 +50,7 @@ def test_list(capsys):
         (["run", "--bogus"], "unrecognized arguments"),
         (["run", "nonexistent"], "invalid choice"),
         (["run", "--t1", "-1"], "--t1: expected a positive finite number"),
-        (["run", "--n", "0"], "--n: expected a positive integer"),
+        (["run", "--n", "0"], "--n: expected a positive integer, got 0"),
         (["run", "--lam", "nan"], "--lam: expected a finite number"),
         (["run", "diagonal", "--r", "3"], "--r does not apply"),
         (["run", "--lam", "1", "--r", "5"], "r=5 > n=4"),
