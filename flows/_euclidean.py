@@ -12,7 +12,7 @@ from manifolds import laws_function, lifting_function
 from models import AbstractFactorization
 from models._custom_types import RealScalarLike
 
-from ._integrate import check_options, integrate, resolve_ts
+from ._integrate import integrate
 from ._solution import FlowSolution
 
 
@@ -95,12 +95,6 @@ def euclidean_flow(
     h, _ = laws_function(model)
     if not callable(f):
         raise TypeError(f"`f` must be a callable z -> scalar loss, got {type(f).__name__}.")
-    z0 = jax.eval_shape(phi, theta0)
-    loss_shape = jax.eval_shape(f, z0)
-    if getattr(loss_shape, "shape", None) != ():
-        raise ValueError(f"`f` must return a scalar loss, got a value of shape {loss_shape.shape}.")
-    check_options(t0, t1, rtol, atol, max_steps)
-    ts = resolve_ts(t0, t1, ts)
 
     vector_field = _EuclideanField(phi, f)
     save = _EuclideanSave(phi, h, f, save_params)

@@ -11,7 +11,7 @@ from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
 
 from models._custom_types import RealScalarLike
 
-from ._integrate import check_options, integrate, resolve_ts
+from ._integrate import integrate
 from ._solution import FlowSolution
 
 
@@ -74,13 +74,6 @@ def intrinsic_flow(
     for x in leaves:
         if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
             raise ValueError(f"`z0` must be finite, got an array with non-finite entries: {x}.")
-    loss_shape = jax.eval_shape(f, z0)
-    if getattr(loss_shape, "shape", None) != ():
-        raise ValueError(f"`f` must return a scalar loss, got shape {loss_shape.shape}.")
-    # Fail now, not deep inside the solver, if K(z0) cannot act on z-shaped arrays.
-    jax.eval_shape(lambda z: K(z).mv(z), z0)
-    check_options(t0, t1, rtol, atol, max_steps)
-    ts = resolve_ts(t0, t1, ts)
 
     return integrate(
         _IntrinsicField(K, f),

@@ -11,4 +11,10 @@ from ._lifting import (
     laws_function as laws_function,
     lifting_function as lifting_function,
 )
+from ._mirror import MirrorFlowResult as MirrorFlowResult, mirror_flow_test as mirror_flow_test
+from ._recovered_metric import (
+    FiberConsistency as FiberConsistency,
+    RecoveredMetric as RecoveredMetric,
+    fiber_consistency as fiber_consistency,
+)
 from ._two_layer_metric import TwoLayerLinearMetric as TwoLayerLinearMetric
