@@ -17,4 +17,9 @@ from ._recovered_metric import (
     RecoveredMetric as RecoveredMetric,
     fiber_consistency as fiber_consistency,
 )
+from ._symbolic import (
+    PolynomialConservationLaws as PolynomialConservationLaws,
+    polynomial_conservation_laws as polynomial_conservation_laws,
+    symbolic_induced_metric as symbolic_induced_metric,
+)
 from ._two_layer_metric import TwoLayerLinearMetric as TwoLayerLinearMetric
