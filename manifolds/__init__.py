@@ -7,6 +7,13 @@ from ._intrinsic_metric import (
     AbstractIntrinsicMetric as AbstractIntrinsicMetric,
     intrinsic_metric as intrinsic_metric,
 )
+from ._kernel_tests import (
+    KernelInclusionTest as KernelInclusionTest,
+    RecoverabilityTest as RecoverabilityTest,
+    kernel_inclusion_test as kernel_inclusion_test,
+    recoverability_test as recoverability_test,
+)
+from ._lie_algebra import LieAlgebraTrace as LieAlgebraTrace, lie_algebra_trace as lie_algebra_trace
 from ._lifting import (
     laws_function as laws_function,
     lifting_function as lifting_function,
