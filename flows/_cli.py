@@ -73,6 +73,31 @@ def _parser():
     run.add_argument(
         "--no-progress", action="store_true", help="hide the progress bars (shown on a terminal)"
     )
+    analyze = sub.add_parser(
+        "analyze",
+        help="conservation laws, Lie algebra, Frobenius, recoverability, kernel inclusion",
+        description="Count and list the conservation laws of a factorization and decide "
+        "whether its gradient flow is intrinsic at its initialization. EXAMPLE is a "
+        "built-in example or `module:attribute` naming a models.AbstractFactorization "
+        "(or a callable taking a JAX PRNG key and returning one).",
+    )
+    analyze.add_argument("example", nargs="?", default=DEFAULT_EXAMPLE, metavar="EXAMPLE")
+    for name in ("n", "r", "m", "depth"):
+        analyze.add_argument(f"--{name}", type=_positive_int, help=f"size {name} of the example")
+    analyze.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
+    analyze.add_argument("--scale", type=_positive_float, help="scale of the initialization")
+    analyze.add_argument("--t1", type=_positive_float, help=argparse.SUPPRESS)
+    analyze.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    analyze.add_argument(
+        "--init",
+        choices=("example", "random"),
+        default="example",
+        help="the example's (relaxed-balanced) initialization, or a generic random one",
+    )
+    analyze.add_argument("--json", action="store_true", help="print the report as JSON")
+    analyze.add_argument(
+        "--no-symbolic", action="store_true", help="skip the SymPy list of the laws"
+    )
     return parser
 
 
@@ -233,7 +258,37 @@ def main(argv=None) -> int:
             defaults = ", ".join(f"{k}={v}" for k, v in example.defaults.items())
             print(f"{name}{mark}\n    {example.description}\n    defaults: {defaults}")
         return 0
+    if args.command == "analyze":
+        return _analyze(args, parser)
     return _run(args, parser)
+
+
+def _analyze(args, parser) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from ._analyze import analyze, format_report, load_factorization
+    from ._examples import EXAMPLES
+
+    key = jax.random.key(args.seed)
+    try:
+        if args.example in EXAMPLES:
+            example = EXAMPLES[args.example]
+            config = _config(args, example)
+            if args.init == "random":
+                model = example.build_random(config)
+            else:
+                model = example.build(config)[0]
+        else:
+            model = load_factorization(args.example, key)
+    except ValueError as e:
+        parser.exit(2, f"intrinsic analyze: error: {e}\n")
+    report = analyze(model, key=key, symbolic=False if args.no_symbolic else None)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0
 
 
 if __name__ == "__main__":

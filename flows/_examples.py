@@ -12,12 +12,14 @@ import models
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """A built-in experiment: `build(config)` returns `(model, loss, K)`."""
+    """A built-in experiment: `build(config)` returns `(model, loss, K)`;
+    `build_random(config)` a generic (unbalanced) model of the same architecture."""
 
     name: str
     description: str
     defaults: dict
     build: Callable
+    build_random: Callable
 
 
 def _regression(key, n_out, n_in, rank, num_samples=20):
@@ -32,6 +34,10 @@ def _regression(key, n_out, n_in, rank, num_samples=20):
         return 0.5 * jnp.mean(jnp.sum((z @ X - Y) ** 2, axis=0))
 
     return loss
+
+
+def _key(c):
+    return jax.random.split(jax.random.key(c["seed"]))[0]
 
 
 def _diagonal(c):
@@ -77,6 +83,7 @@ EXAMPLES = {
             "(u_{j+1}^2 - u_j^2 = lam).",
             dict(n=6, depth=2, lam=0.5, scale=0.5, t1=20.0),
             _diagonal,
+            lambda c: models.DiagonalLinear.random(_key(c), (c["n"],), c["depth"]),
         ),
         Example(
             "two-layer-linear",
@@ -84,6 +91,7 @@ EXAMPLES = {
             "on low-rank regression.",
             dict(n=4, r=3, m=5, lam=0.5, scale=1.0, t1=10.0),
             _two_layer,
+            lambda c: models.TwoLayerLinear.random(_key(c), c["n"], c["r"], c["m"]),
         ),
         Example(
             "deep-linear",
@@ -91,6 +99,7 @@ EXAMPLES = {
             "(W_{j+1}^T W_{j+1} - W_j W_j^T = lam I), on low-rank regression.",
             dict(n=3, depth=3, lam=0.3, scale=1.0, t1=10.0),
             _deep,
+            lambda c: models.DeepLinear.random(_key(c), (c["n"],) * (c["depth"] + 1)),
         ),
     )
 }

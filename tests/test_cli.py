@@ -71,3 +71,65 @@ def test_help_mentions_outputs(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "report.json" in out and "--lam" in out and "--out" in out
+
+
+def test_analyze_json_verdicts():
+    relaxed = _run("analyze", "--json")
+    assert relaxed.returncode == 0, relaxed.stderr
+    report = json.loads(relaxed.stdout)
+    n, r, m = 4, 3, 5  # the example's defaults
+    assert report["num_parameters"] == (n + m) * r and report["lifted_dimension"] == n * m
+    assert report["num_conservation_laws"] == r * (r + 1) // 2
+    assert report["frobenius"] is False and report["recoverability"]["holds"] is False
+    assert report["kernel_inclusion"]["holds"] is True
+    assert report["kernel_inclusion"]["residual"] <= 1e-10
+    assert len(report["polynomial_laws_degree_2"]) == r * (r + 1) // 2
+    generic = json.loads(_run("analyze", "--init", "random", "--json", "--no-symbolic").stdout)
+    assert generic["kernel_inclusion"]["holds"] is False
+    assert generic["kernel_inclusion"]["residual"] > 1e-2
+    assert "polynomial_laws_degree_2" not in generic
+
+
+def test_analyze_user_factorization(tmp_path):
+    (tmp_path / "my_arch.py").write_text(
+        "import jax, jax.numpy as jnp\n"
+        "import models\n\n"
+        "class Chain(models.AbstractFactorization):\n"
+        "    a: jax.Array\n"
+        "    b: jax.Array\n\n"
+        "    def lift(self):\n"
+        "        return self.a * self.b\n\n"
+        "    def conservation_laws(self):\n"
+        "        return self.a**2 - self.b**2\n\n"
+        "def build(key):\n"
+        "    ka, kb = jax.random.split(key)\n"
+        "    return Chain(jax.random.normal(ka, (3,)), jax.random.normal(kb, (3,)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows._cli", "analyze", "my_arch:build"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "number of conservation laws: 3" in proc.stdout
+    assert "Frobenius (Lie(W) = W): yes" in proc.stdout
+    assert "a_0**2 - b_0**2" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nope", "built-in example or `module:attribute`"),
+        ("no_such_module_xyz:f", "cannot import module"),
+        ("json:nothing_here", "has no attribute"),
+        ("json:dumps", "must be a models.AbstractFactorization"),
+    ],
+)
+def test_analyze_bad_spec_exit_2(spec, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", spec])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
