@@ -30,7 +30,11 @@ def test_intrinsic_flow_reproduces_euclidean_flow(name, getkey):
     euc = flows.euclidean_flow(model, f, 4.0, **opts)
     intr = flows.intrinsic_flow(manifolds.intrinsic_metric(model), f, model.lift(), 4.0, **opts)
     assert euc.successful and intr.successful
-    assert float(euc.losses[-1]) < 0.9 * float(euc.losses[0])  # the flows really moved
+    # The flows really moved (the comparison below is not vacuous).
+    assert float(euc.losses[-1]) < float(euc.losses[0])
+    assert float(jnp.max(jnp.abs(euc.zs[-1] - euc.zs[0]))) > 1e-3 * float(
+        jnp.max(jnp.abs(euc.zs[0]))
+    )
     assert float(jnp.max(flows.relative_deviation(euc, intr))) <= 1e-8
     assert float(euc.conservation_drift) <= 1e-8
 
