@@ -30,8 +30,9 @@ def test_diagonal_chain_is_a_mirror_flow(getkey):
 
 
 def test_constructed_hessian_metric_passes(getkey):
-    # A non-diagonal Hessian metric: g = ∇²ψ, ψ = logsumexp(z) + ½‖z‖² + (z₀z₁)²/4.
-    psi = lambda z: jax.nn.logsumexp(z) + 0.5 * jnp.sum(z**2) + (z[0] * z[1]) ** 2 / 4
+    # A non-diagonal Hessian metric: g = ∇²ψ with ψ = logsumexp(z) + ½‖z‖² + (z₀ + z₁)⁴/4,
+    # strictly convex so that g is positive definite at every z.
+    psi = lambda z: jax.nn.logsumexp(z) + 0.5 * jnp.sum(z**2) + (z[0] + z[1]) ** 4 / 4
     K = lambda z: lx.MatrixLinearOperator(jnp.linalg.inv(jax.hessian(psi)(z)), lx.symmetric_tag)
     result = mirror_flow_test(K, jax.random.normal(getkey(), (3,)))
     assert result.holds and result.residual <= 1e-12
