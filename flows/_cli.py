@@ -117,8 +117,6 @@ def _config(args, example):
 
 def _run(args, parser) -> int:
     import jax
-
-    jax.config.update("jax_enable_x64", args.precision == 64)
     import jax.numpy as jnp
     import numpy as np
 
@@ -258,15 +256,27 @@ def main(argv=None) -> int:
             defaults = ", ".join(f"{k}={v}" for k, v in example.defaults.items())
             print(f"{name}{mark}\n    {example.description}\n    defaults: {defaults}")
         return 0
-    if args.command == "analyze":
-        return _analyze(args, parser)
-    return _run(args, parser)
+    # The command, not the library, chooses the precision, and only for its own duration
+    # (no global state left behind when `main` is called from Python).
+    with _precision(64 if args.command == "analyze" else args.precision):
+        if args.command == "analyze":
+            return _analyze(args, parser)
+        return _run(args, parser)
+
+
+def _precision(bits: int):
+    import jax
+
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(bits == 64)
+    from jax.experimental import disable_x64, enable_x64  # older JAX
+
+    return enable_x64() if bits == 64 else disable_x64()
 
 
 def _analyze(args, parser) -> int:
     import jax
 
-    jax.config.update("jax_enable_x64", True)
     from ._analyze import analyze, format_report, load_factorization
     from ._examples import EXAMPLES
 
