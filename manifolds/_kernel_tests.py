@@ -23,6 +23,7 @@ from ._lie_algebra import (
     jacobian_matrix,
     jacobian_rows,
     lie_algebra_basis,
+    rank_tolerance,
 )
 
 
@@ -96,11 +97,7 @@ def kernel_basis(model, laws, rtol, key) -> tuple[np.ndarray, float, float]:
         rank, gap = cut(s / (s[0] if s.size and s[0] > 0 else 1.0), tol, 1.0, eps)
         return lie @ vt[rank:].T, tol, min(gap, trace.singular_value_gap)
     phi, theta, _, _ = check_parameters(model)
-    dtype = jnp.result_type(*jax.tree.leaves(theta))
-    eps = float(np.finfo(dtype).eps)
-    tol = float(np.sqrt(eps)) if rtol is None else float(rtol)
-    if not 0 < tol < 1:
-        raise ValueError(f"`rtol` must lie in (0, 1), got {rtol!r}.")
+    tol, eps = rank_tolerance(theta, rtol)
     jac = np.asarray(jacobian_matrix(phi, theta))
     h = _laws_jacobian(laws, theta)
     # Each block scaled by its norm, so that the rank decision does not depend on units.

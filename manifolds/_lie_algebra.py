@@ -13,6 +13,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from models import AbstractFactorization
 
+from ._intrinsic_metric import default_rtol
 from ._lifting import lifting_function
 
 # Extra random brackets per round: a round is saturated (the level adds nothing more) as soon as
@@ -156,6 +157,15 @@ def numpy_generator(key) -> np.random.Generator:
     return np.random.default_rng(np.asarray(key, dtype=np.uint32).ravel().tolist())
 
 
+def rank_tolerance(theta, rtol) -> tuple[float, float]:
+    r"""The relative rank tolerance (default $\sqrt{\varepsilon}$) and $\varepsilon$ of θ's dtype."""
+    dtype = jnp.result_type(*jax.tree.leaves(theta))
+    tol = default_rtol(dtype) if rtol is None else float(rtol)
+    if not 0 < tol < 1:
+        raise ValueError(f"`rtol` must lie in (0, 1), got {rtol!r}.")
+    return tol, float(jnp.finfo(dtype).eps)
+
+
 def check_parameters(model):
     """`(phi, theta, D, d)` for `model`, after the tier-(a) checks shared by the tests."""
     phi, theta = lifting_function(model)
@@ -206,11 +216,7 @@ def lie_algebra_basis(model, *, max_depth=None, rtol=None, key=None):
     ):
         raise ValueError(f"`max_depth` must be None or an integer >= 0, got {max_depth!r}.")
     phi, theta, num_params, _ = check_parameters(model)
-    dtype = jnp.result_type(*jax.tree.leaves(theta))
-    eps = float(np.finfo(dtype).eps)
-    tol = float(np.sqrt(eps)) if rtol is None else float(rtol)
-    if not 0 < tol < 1:
-        raise ValueError(f"`rtol` must lie in (0, 1), got {rtol!r}.")
+    tol, eps = rank_tolerance(theta, rtol)
     rng = numpy_generator(key)
 
     jac = np.asarray(jacobian_matrix(phi, theta))
