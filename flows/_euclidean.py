@@ -8,11 +8,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
 
+import models
 from manifolds import laws_function, lifting_function
 from models import AbstractFactorization
 from models._custom_types import RealScalarLike
 
 from ._integrate import integrate
+from ._output_loss import OutputLoss
 from ._solution import FlowSolution
 
 
@@ -23,9 +25,39 @@ class _EuclideanField(eqx.Module):
     phi: Callable
     f: Callable
 
-    def __call__(self, theta):
+    def __call__(self, theta, args=None):
         grad = jax.grad(lambda p: self.f(self.phi(p)))(theta)
         return jax.tree.map(jnp.negative, grad)
+
+
+class _NetworkField(eqx.Module):
+    # θ' = −∇ℓ(θ) for a loss on the network's outputs (an `OutputLoss`).
+    skeleton: AbstractFactorization
+    f: OutputLoss
+
+    def __call__(self, theta, args=None):
+        grad = jax.grad(lambda p: self.f(eqx.combine(p, self.skeleton)))(theta)
+        return jax.tree.map(jnp.negative, grad)
+
+
+class _NetworkLoss(eqx.Module):
+    # z ↦ loss is not defined for an `OutputLoss`; the saved loss is ℓ(θ).
+    skeleton: AbstractFactorization
+    f: OutputLoss
+
+    def __call__(self, theta):
+        return self.f(eqx.combine(theta, self.skeleton))
+
+
+class _Preactivations(eqx.Module):
+    # The switching functions of a ReLU network on the data: every hidden
+    # pre-activation at every input. Their signs are the activation pattern.
+    skeleton: AbstractFactorization
+    inputs: Array
+
+    def __call__(self, theta):
+        network = eqx.combine(theta, self.skeleton)
+        return jax.vmap(network.preactivations)(self.inputs).reshape(-1)
 
 
 class _EuclideanSave(eqx.Module):
@@ -33,10 +65,12 @@ class _EuclideanSave(eqx.Module):
     h: Callable
     f: Callable
     save_params: bool = eqx.field(static=True)
+    loss_of_theta: bool = eqx.field(static=True, default=False)
 
-    def __call__(self, theta):
+    def __call__(self, theta, args=None):
         z = self.phi(theta)
-        out = {"z": z, "loss": self.f(z), "laws": self.h(theta)}
+        loss = self.f(theta) if self.loss_of_theta else self.f(z)
+        out = {"z": z, "loss": loss, "laws": self.h(theta)}
         if self.save_params:
             out["params"] = theta
         return out
@@ -58,6 +92,7 @@ def euclidean_flow(
     progress: bool = False,
     throw: bool = True,
     save_params: bool = False,
+    max_events: int = 100,
 ) -> FlowSolution:
     r"""Integrate the Euclidean gradient flow of $\ell(\theta) = f(\varphi(\theta))$.
 
@@ -72,7 +107,9 @@ def euclidean_flow(
 
     - `model`: the factorization at $\theta_0$.
     - `f`: the loss as a function of $z$ (same structure as `model.lift()`), returning a
-      scalar. It carries the data.
+      scalar; it carries the data. Or an [`flows.OutputLoss`][]: a loss on the outputs
+      of the network `model` on a dataset (for a ReLU network, whose loss is not a
+      function of $z$ alone).
     - `t1`: the final time.
     - `t0`: the initial time.
     - `ts`: times at which to save, in $[t_0, t_1]$; default `[t0, t1]`.
@@ -85,6 +122,9 @@ def euclidean_flow(
     - `throw`: raise on solver failure. With `throw=False`, failure is reported in
       `solution.result` / `solution.message`, and unsaved times hold `inf`.
     - `save_params`: also save the model at `ts`.
+    - `max_events`: for a ReLU network with an [`flows.OutputLoss`][], the most changes
+      of activation pattern allowed before `t1` (each one stops the solve, which
+      restarts with the new pattern; their times are in `solution.event_times`).
 
     **Returns:** a [`flows.FlowSolution`][] with `conserved` = $h(\theta(t))$.
 
@@ -96,8 +136,21 @@ def euclidean_flow(
     if not callable(f):
         raise TypeError(f"`f` must be a callable z -> scalar loss, got {type(f).__name__}.")
 
-    vector_field = _EuclideanField(phi, f)
-    save = _EuclideanSave(phi, h, f, save_params)
+    switching = None
+    if isinstance(f, OutputLoss):
+        if not callable(model):
+            raise TypeError(
+                "An `OutputLoss` needs a network: `model` must be callable on one input, "
+                f"but {type(model).__name__} has no `__call__`. Pass a loss of z instead."
+            )
+        skeleton = eqx.partition(model, eqx.is_inexact_array)[1]
+        vector_field = _NetworkField(skeleton, f)
+        save = _EuclideanSave(phi, h, _NetworkLoss(skeleton, f), save_params, True)
+        if isinstance(model, getattr(models, "AbstractReLUNetwork", ())):  # TEMP until ReLU lands
+            switching = _Preactivations(skeleton, f.inputs)
+    else:
+        vector_field = _EuclideanField(phi, f)
+        save = _EuclideanSave(phi, h, f, save_params)
     sol = integrate(
         vector_field,
         theta0,
@@ -113,6 +166,8 @@ def euclidean_flow(
         adjoint=adjoint,
         progress=progress,
         throw=throw,
+        switching=switching,
+        max_events=max_events,
     )
     if save_params:
         _, static = eqx.partition(model, eqx.is_inexact_array)

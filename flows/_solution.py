@@ -4,6 +4,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 
@@ -19,7 +20,10 @@ class FlowSolution(eqx.Module):
     - `params`: the model at `ts` (leaves with a leading time axis) when `save_params=True`.
     - `result`: a `diffrax.RESULTS` item; anything but `successful` means the trajectory
       stopped early and the saves after that point are `inf`.
-    - `stats`: diffrax's statistics (`num_steps`, `num_accepted_steps`, ...).
+    - `stats`: diffrax's statistics (`num_steps`, `num_accepted_steps`, ...), summed
+      over the smooth pieces of a piecewise flow.
+    - `event_times`: for a piecewise-smooth flow (a ReLU network on data), the times at
+      which the activation pattern changed, in order; `None` for a smooth flow.
     """
 
     ts: Float[Array, " T"]
@@ -29,16 +33,32 @@ class FlowSolution(eqx.Module):
     params: PyTree[Array] | None
     result: dfx.RESULTS
     stats: dict
+    event_times: Float[Array, " E"] | None = None
 
     @property
     def successful(self) -> bool:
-        """Whether the solver reached `t1`."""
-        return bool(self.result == dfx.RESULTS.successful)
+        """Whether the solver reached `t1` (for an ensemble: every member did)."""
+        return bool(np.all(self.succeeded))
+
+    @property
+    def succeeded(self) -> np.ndarray:
+        """Whether the solver reached `t1`, per member for an ensemble (a bool array)."""
+        return np.asarray(self.result == dfx.RESULTS.successful)
 
     @property
     def message(self) -> str:
-        """The solver's message: `''` on success, otherwise what went wrong and what to try."""
-        return "" if self.successful else dfx.RESULTS[self.result]
+        """The solver's message: `''` on success, otherwise what went wrong and what to try.
+
+        For an ensemble, the messages of the failed members, with their indices."""
+        if self.successful:
+            return ""
+        if np.ndim(self.succeeded) == 0:
+            return dfx.RESULTS[self.result]
+        failed = np.flatnonzero(~self.succeeded)
+        return "; ".join(
+            f"member {i}: {dfx.RESULTS[jax.tree.map(lambda r, i=i: r[i], self.result)]}"
+            for i in failed
+        )
 
     @property
     def conservation_drift(self) -> Float[Array, ""]:
