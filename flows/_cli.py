@@ -73,6 +73,33 @@ def _parser():
     run.add_argument(
         "--no-progress", action="store_true", help="hide the progress bars (shown on a terminal)"
     )
+    sweep = sub.add_parser(
+        "sweep",
+        help="an ensemble of Euclidean flows over one swept parameter",
+        description="Integrate the Euclidean flow of an example at every value of one "
+        "parameter as one vmapped ensemble (optionally sharded over devices); print the "
+        "end states and write DIR/sweep.json and DIR/sweep.png.",
+    )
+    sweep.add_argument("example", choices=sorted(EXAMPLES), help="which example")
+    sweep.add_argument(
+        "--param", required=True, metavar="NAME=START:STOP:NUM", help="e.g. lam=-1:1:101"
+    )
+    for name in ("n", "r", "m", "depth"):
+        sweep.add_argument(f"--{name}", type=_positive_int, help=f"size {name} of the example")
+    sweep.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
+    sweep.add_argument("--scale", type=_positive_float, help="scale of the initialization")
+    sweep.add_argument("--t1", type=_positive_float, help="final time of the flows")
+    sweep.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sweep.add_argument(
+        "--devices",
+        type=_positive_int,
+        help="shard the ensemble over this many devices (on CPU: simulated devices)",
+    )
+    sweep.add_argument(
+        "--chunks", type=_positive_int, default=10, help="progress updates (default: 10)"
+    )
+    sweep.add_argument("--out", default="intrinsic-out", metavar="DIR", help="output directory")
+    sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     analyze = sub.add_parser(
         "analyze",
         help="conservation laws, Lie algebra, Frobenius, recoverability, kernel inclusion",
@@ -98,6 +125,19 @@ def _parser():
     analyze.add_argument(
         "--no-symbolic", action="store_true", help="skip the SymPy list of the laws"
     )
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="check every claim of the theory numerically; a table of verdicts",
+        description="Measure, for each claim of the theory (conservation-law counts, "
+        "relaxed balance sufficient and necessary, closed forms against the Euclidean "
+        "flow, reference values), the quantity that decides it; print a table (claim, "
+        "configuration, measured, tolerance, verdict) and write DIR/claims.json and "
+        "DIR/claims.png. Runs in float64; exits with status 1 if a claim fails.",
+    )
+    reproduce.add_argument(
+        "--quick", action="store_true", help="only the first configuration of each claim"
+    )
+    reproduce.add_argument("--out", default="intrinsic-out", metavar="DIR", help="output directory")
     return parser
 
 
@@ -256,11 +296,21 @@ def main(argv=None) -> int:
             defaults = ", ".join(f"{k}={v}" for k, v in example.defaults.items())
             print(f"{name}{mark}\n    {example.description}\n    defaults: {defaults}")
         return 0
+    if args.command == "sweep":
+        from ._sweep import request_devices
+
+        request_devices(args.devices)  # before JAX starts its backend
     # The command, not the library, chooses the precision, and only for its own duration
     # (no global state left behind when `main` is called from Python).
-    with _precision(64 if args.command == "analyze" else args.precision):
+    with _precision(args.precision if args.command == "run" else 64):
         if args.command == "analyze":
             return _analyze(args, parser)
+        if args.command == "sweep":
+            return _sweep(args, parser)
+        if args.command == "reproduce":
+            from ._reproduce import reproduce
+
+            return reproduce(args.quick, args.out)
         return _run(args, parser)
 
 
@@ -272,6 +322,35 @@ def _precision(bits: int):
     from jax.experimental import disable_x64, enable_x64  # older JAX
 
     return enable_x64() if bits == 64 else disable_x64()
+
+
+def _sweep(args, parser) -> int:
+    from ._examples import EXAMPLES
+    from ._sweep import format_sweep, parse_param, sweep
+
+    example = EXAMPLES[args.example]
+    try:
+        name, values = parse_param(args.param)
+        config = _config(args, example)
+        report = sweep(
+            example,
+            config,
+            name,
+            values,
+            devices=args.devices,
+            out=args.out,
+            chunks=args.chunks,
+            progress=sys.stderr.isatty() and not args.no_progress,
+        )
+    except ValueError as e:
+        parser.exit(2, f"intrinsic sweep: error: {e}\n")
+    print(f"intrinsic sweep {example.name} over {name} ({len(values)} values)")
+    print(format_sweep(report))
+    failed = [r for r in report["rows"] if not r["succeeded"]]
+    print(f"wrote {os.path.join(args.out, 'sweep.json')} and {os.path.join(args.out, 'sweep.png')}")
+    if failed:
+        print(f"error: {len(failed)} flow(s) failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _analyze(args, parser) -> int:

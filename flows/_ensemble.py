@@ -1,0 +1,164 @@
+"""Ensembles of flows: many initializations integrated together with `jax.vmap`."""
+
+from collections.abc import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+from jaxtyping import Array, PyTree, Scalar
+
+from models import AbstractFactorization
+from models._custom_types import RealScalarLike
+
+from ._euclidean import euclidean_flow
+from ._intrinsic import intrinsic_flow
+from ._solution import FlowSolution
+
+
+def stack(trees: Sequence[PyTree]) -> PyTree:
+    r"""Stack same-structured PyTrees (models, metrics, states) along a new leading axis.
+
+    The array leaves are stacked; everything else (widths, modes, functions) must be
+    equal across `trees` and is kept once. The result is the batched input of
+    [`flows.euclidean_ensemble`][] and [`flows.intrinsic_ensemble`][].
+
+    **Raises:** `ValueError` if `trees` is empty or the trees differ in structure or in
+    their non-array parts.
+    """
+    trees = list(trees)
+    if not trees:
+        raise ValueError("`trees` must contain at least one tree, got an empty sequence.")
+    parts = [eqx.partition(t, eqx.is_array) for t in trees]
+    static = parts[0][1]
+    for i, (_, s) in enumerate(parts[1:], start=1):
+        if not eqx.tree_equal(s, static):
+            raise ValueError(
+                f"`trees[{i}]` differs from `trees[0]` outside its arrays (structure, "
+                "widths or static options); only same-architecture trees can be stacked."
+            )
+    shapes = [jax.tree.map(jnp.shape, a) for a, _ in parts]
+    for i, s in enumerate(shapes[1:], start=1):
+        if s != shapes[0]:
+            raise ValueError(f"`trees[{i}]` has array shapes {s}, but `trees[0]` has {shapes[0]}.")
+    arrays = jax.tree.map(lambda *xs: jnp.stack(xs), *(a for a, _ in parts))
+    return eqx.combine(arrays, static)
+
+
+def _batch_size(batched, name) -> int:
+    sizes = {
+        x.shape[0] if x.ndim else None for x in jax.tree.leaves(eqx.filter(batched, eqx.is_array))
+    }
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            f"`{name}` must have a leading batch axis of one common size on every array "
+            f"leaf (build it with `flows.stack`), got leading sizes {sorted(map(str, sizes))}."
+        )
+    return sizes.pop()
+
+
+def _place(batched, size, sharding):
+    # Pad the batch to a multiple of the number of devices (repeating the last
+    # member), then lay the batch axis out over the devices.
+    if sharding is None:
+        return batched, size
+    num = len(sharding.device_set)
+    padded = -(-size // num) * num
+    arrays, static = eqx.partition(batched, eqx.is_array)
+    if padded != size:
+        arrays = jax.tree.map(
+            lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], padded - size, axis=0)]), arrays
+        )
+    arrays = jax.device_put(arrays, sharding)
+    return eqx.combine(arrays, static), padded
+
+
+def _unpad(sol, size):
+    return jax.tree.map(lambda x: x[:size] if eqx.is_array(x) and x.ndim else x, sol)
+
+
+def euclidean_ensemble(
+    models: AbstractFactorization,
+    f: Callable[[PyTree[Array]], Scalar],
+    t1: RealScalarLike,
+    *,
+    sharding: jax.sharding.Sharding | None = None,
+    **options,
+) -> FlowSolution:
+    r"""[`flows.euclidean_flow`][] for a batch of initializations, with `jax.vmap`.
+
+    Each member $\theta_0^{(b)}$ gets its own trajectory with its own adaptive steps (the
+    solve runs until the slowest member finishes; finished members idle). A member
+    that fails is reported in its own `result` entry (`throw=False` semantics), the
+    others are unaffected.
+
+    **Arguments:**
+
+    - `models`: one model whose array leaves have a leading batch axis, e.g.
+      `flows.stack([m1, m2, ...])` or an `eqx.filter_vmap`-ed constructor.
+    - `f`, `t1`: as for [`flows.euclidean_flow`][]; the loss is shared by all members.
+    - `sharding`: optionally a `jax.sharding.Sharding` of the batch axis, e.g.
+      `NamedSharding(Mesh(jax.devices(), ("batch",)), PartitionSpec("batch"))`: the
+      members are then integrated in parallel on the mesh's devices (padded to a
+      multiple of the number of devices), with results identical to one device.
+    - `options`: the keyword options of [`flows.euclidean_flow`][] (`throw` is
+      forced to `False`).
+
+    **Returns:** a [`flows.FlowSolution`][] whose leaves have a leading batch axis;
+    `solution.succeeded` says which members reached `t1`.
+    """
+    size = _batch_size(models, "models")
+    arrays, static = eqx.partition(models, eqx.is_array)
+    try:
+        jax.eval_shape(
+            lambda a: eqx.combine(a, static).lift(), jax.tree.map(lambda x: x[0], arrays)
+        )
+    except Exception as e:
+        raise ValueError(
+            "`models` must carry a leading batch axis on every array leaf, but one member "
+            f"(the leaves without their leading axis) is not a valid model: {e}"
+        ) from None
+    options = {**options, "throw": False}
+    batched, _ = _place(models, size, sharding)
+    # No outer `jit`: the solve inside `euclidean_flow` is already compiled and cached
+    # (by the shapes of its inputs), while a jit of this fresh closure would recompile
+    # on every call.
+    solve = eqx.filter_vmap(lambda m: euclidean_flow(m, f, t1, **options))
+    return _unpad(solve(batched), size)
+
+
+def intrinsic_ensemble(
+    K: Callable[[PyTree[Array]], lx.AbstractLinearOperator],
+    f: Callable[[PyTree[Array]], Scalar],
+    z0: PyTree[Array],
+    t1: RealScalarLike,
+    *,
+    sharding: jax.sharding.Sharding | None = None,
+    **options,
+) -> FlowSolution:
+    r"""[`flows.intrinsic_flow`][] for a batch of initial states and level sets.
+
+    **Arguments:**
+
+    - `K`: an intrinsic metric whose array leaves (the conserved values of each
+      member's level set) have a leading batch axis (`flows.stack` of
+      `manifolds.intrinsic_metric(m)` for each member), or a single metric shared by all.
+    - `z0`: the initial states with a leading batch axis.
+    - `f`, `t1`, `sharding`, `options`: as for [`flows.euclidean_ensemble`][].
+
+    **Returns:** a batched [`flows.FlowSolution`][].
+    """
+    size = _batch_size(z0, "z0")
+    options = {**options, "throw": False}
+    k_arrays = eqx.filter(K, eqx.is_array)
+    k_batched = bool(jax.tree.leaves(k_arrays))
+    if k_batched and _batch_size(K, "K") != size:
+        raise ValueError(
+            f"`K` has a batch of {_batch_size(K, 'K')} metrics but `z0` has {size} states."
+        )
+    batched, _ = _place((K, z0) if k_batched else z0, size, sharding)
+    if k_batched:
+        solve = eqx.filter_vmap(lambda kz: intrinsic_flow(kz[0], f, kz[1], t1, **options))
+    else:
+        solve = eqx.filter_vmap(lambda z: intrinsic_flow(K, f, z, t1, **options))
+    return _unpad(solve(batched), size)
