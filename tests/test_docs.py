@@ -45,6 +45,20 @@ def test_getting_started_example_runs(capsys):
     assert gap <= 1e-12 and deviation <= 1e-8 and drift <= 1e-8
 
 
+def test_scaling_page_examples_run(capsys, tmp_path, monkeypatch):
+    # The ensemble and sharding examples (the cluster recipe needs several hosts and the
+    # checkpoint example a long run; their functions are tested in test_ensemble.py and
+    # test_checkpoint.py).
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS / "scaling.md").read_text(), flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for code in blocks[:2]:
+        exec(compile(code, "docs/scaling.md", "exec"), namespace)
+    assert capsys.readouterr().out.strip() == "(101, 2, 2, 2) True"
+    assert namespace["euc"].successful and namespace["intr"].successful
+    assert namespace["euc"].zs.shape[0] == 101
+
+
 def test_snippets_resolve_and_every_tutorial_is_shown():
     included = set()
     for page, text in _pages().items():
