@@ -18,12 +18,18 @@ from ._lifting import (
     laws_function as laws_function,
     lifting_function as lifting_function,
 )
+from ._log_mean_metric import LogMeanMetric as LogMeanMetric, log_mean_kernel as log_mean_kernel
 from ._mirror import MirrorFlowResult as MirrorFlowResult, mirror_flow_test as mirror_flow_test
 from ._recovered_metric import (
     FiberConsistency as FiberConsistency,
     RecoveredMetric as RecoveredMetric,
     fiber_consistency as fiber_consistency,
 )
+from ._relu_metric import (
+    AbstractReLUMetric as AbstractReLUMetric,
+    ReLUPathMetric as ReLUPathMetric,
+)
+from ._relu_two_layer_metric import TwoLayerReLUMetric as TwoLayerReLUMetric
 from ._symbolic import (
     PolynomialConservationLaws as PolynomialConservationLaws,
     polynomial_conservation_laws as polynomial_conservation_laws,

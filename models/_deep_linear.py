@@ -11,11 +11,13 @@ from ._checks import (
     as_float_array,
     broadcast_lams,
     check_finite,
+    check_positive_int,
     check_sequence,
     check_widths,
 )
 from ._custom_types import Key
 from ._factorization import AbstractFactorization
+from ._linear_neural_ode import LinearNeuralODE
 
 
 class DeepLinear(AbstractFactorization):
@@ -84,6 +86,31 @@ class DeepLinear(AbstractFactorization):
                 for j, k in enumerate(keys)
             ]
         )
+
+    @classmethod
+    def from_neural_ode(cls, model: LinearNeuralODE, depth: int) -> "DeepLinear":
+        r"""The residual discretisation of a linear neural ODE: $W_k = I + A(s_k)/L$.
+
+        With the midpoints $s_k = (k - \tfrac12)/L$, $k = 1, \dots, L$, the product
+        $W_L\cdots W_1$ is the explicit Euler-type scheme for $R' = A(s)R$: it converges
+        to $z = R(1)$ ([`models.LinearNeuralODE.lift`][]) with error $O(1/L)$ (first
+        order: $I + hA$ matches $e^{hA}$ only to $O(h^2)$ per layer, whichever points
+        $s_k$ are used). The laws match too: $h_k = W_{k+1}^\top W_{k+1} - W_kW_k^\top
+        = H(k/L)/L^2 + O(L^{-3})$, so a relaxed-balanced ODE, $H(s) = \lambda(s)I$, gives a
+        nearly relaxed-balanced deep net with $\lambda_k \approx \lambda(k/L)/L^2$.
+
+        **Arguments:** `model`, a [`models.LinearNeuralODE`][]; `depth` $= L \ge 2$.
+
+        **Raises:** `ValueError` for a depth below 2; `TypeError` for another model.
+        """
+        if not isinstance(model, LinearNeuralODE):
+            raise TypeError(f"`model` must be a LinearNeuralODE, got {type(model).__name__}.")
+        depth = check_positive_int(depth, "depth")
+        if depth < 2:
+            raise ValueError(f"`depth` must be at least 2 (a deep network), got {depth}.")
+        s = (jnp.arange(depth, dtype=model.coeffs.dtype) + 0.5) / depth
+        layers = jnp.eye(model.n, dtype=model.coeffs.dtype)[None] + jax.vmap(model.A)(s) / depth
+        return cls(list(layers))
 
     @classmethod
     def balanced(cls, key: Key, widths, *, scale=1.0) -> "DeepLinear":

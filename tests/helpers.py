@@ -20,6 +20,11 @@ all_factorizations = {
     "two-layer-2x5x3": lambda k: models.TwoLayerLinear.random(k, 2, 5, 3),
     "deep-2-3-4-2": lambda k: models.DeepLinear.random(k, (2, 3, 4, 2)),
     "deep-3-3-3-3": lambda k: models.DeepLinear.random(k, (3, 3, 3, 3)),
+    "relu-2-3-2": lambda k: models.ReLUNetwork.random(k, (2, 3, 2)),
+    "relu-bias-2-3-3-1": lambda k: models.ReLUNetwork.random(k, (2, 3, 3, 1), bias=True),
+    "relu-dag-skip": lambda k: models.ReLUDAG.random(
+        k, 2, 3, 1, [(0, 2), (1, 2), (0, 3), (2, 3), (1, 4), (2, 4), (3, 5), (4, 5), (0, 5)]
+    ),
 }
 
 # name -> key -> model on a level set with a closed-form intrinsic metric.
@@ -64,14 +69,16 @@ def dense_laws_jacobian(model) -> jnp.ndarray:
 
 
 def quadratic_loss(key, z_struct):
-    """A random convex quadratic loss f(z) = ½‖A vec(z) − b‖² with a nonzero gradient."""
-    d = int(np.prod(z_struct.shape))
+    """A random convex quadratic loss f(z) = ½‖A vec(z) − b‖² with a nonzero gradient.
+
+    `z_struct` may be a PyTree (vec(z) then concatenates its raveled leaves)."""
+    d = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(z_struct))
     ka, kb = jax.random.split(key)
     a = jax.random.normal(ka, (d + 2, d)) / np.sqrt(d)
     b = jax.random.normal(kb, (d + 2,))
 
     def f(z):
-        r = a @ z.reshape(-1) - b
+        r = a @ jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(z)]) - b
         return 0.5 * jnp.sum(r**2)
 
     return f

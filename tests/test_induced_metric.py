@@ -27,15 +27,18 @@ def test_equals_dense_jjt(name, getkey):
 def test_mv_under_jit_and_vmap(name, getkey):
     model = all_factorizations[name](getkey())
     J = dense_jacobian(model)
-    z = model.lift()
-    gs = jax.random.normal(getkey(), (4, *z.shape))
+    # z may be a PyTree (e.g. the path-lifting of a layered ReLU network): work raveled.
+    z_flat, unravel = jax.flatten_util.ravel_pytree(model.lift())
+    flat_gs = jax.random.normal(getkey(), (4, z_flat.size))
+    gs = jax.vmap(unravel)(flat_gs)
 
     @jax.jit
     def apply(m, g):
         return manifolds.induced_metric(m).mv(g)
 
     out = jax.vmap(apply, in_axes=(None, 0))(model, gs)
-    expected = (J @ J.T @ gs.reshape(4, -1).T).T.reshape(gs.shape)
+    out = jax.vmap(lambda o: jax.flatten_util.ravel_pytree(o)[0])(out)
+    expected = (J @ J.T @ flat_gs.T).T
     assert np.allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 

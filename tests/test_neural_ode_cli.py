@@ -1,0 +1,32 @@
+"""`intrinsic run neural-ode`: the linear neural ODE example end to end."""
+
+import json
+import subprocess
+import sys
+
+
+def test_cli_run_neural_ode(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows._cli",
+            "run",
+            "neural-ode",
+            "--out",
+            str(out),
+            "--num-times",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    print(proc.stdout)
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["degree"] == 10 and report["num_parameters"] == 11 * 9
+    assert report["max_relative_deviation"] <= 1e-8
+    assert report["euclidean_losses"][-1] < report["euclidean_losses"][0]
+    assert (out / "flows.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
