@@ -7,6 +7,7 @@ architecture with claims of its own adds its entries here.
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,6 +174,33 @@ _LEVEL = "max over θ on the level set of |K(φ(θ)) − M(θ)| / |M(θ)|"
 _FLOWS = "max_t |φ(θ(t)) − z(t)| / max|z|"
 _KERNEL = "kernel-inclusion residual"
 
+
+def relu_verdicts(widths, bias=False, skip=(), seed=0):
+    """(D, #paths, #hidden, rank ∂Φ, dim Lie(W), laws, Frobenius, recoverable) at random θ."""
+    config = {**EXAMPLES["relu"].defaults, "widths": widths, "bias": bias, "skip": skip}
+    model = EXAMPLES["relu"].build_random({**config, "seed": seed})
+    trace = manifolds.lie_algebra_trace(model)
+    return (
+        trace.num_parameters,
+        model.num_paths,
+        model.num_hidden,
+        trace.span_rank,
+        trace.dimension,
+        trace.num_conservation_laws,
+        trace.frobenius,
+        manifolds.recoverability_test(model).holds,
+    )
+
+
+def _relu_expected(config):
+    # THEORY §3: rank ∂Φ = D − #hidden, Lie(W) = W, one law per hidden neuron.
+    config = {**EXAMPLES["relu"].defaults, **config}
+    model = EXAMPLES["relu"].build_random({**config, "seed": 0})
+    D = sum(int(np.size(x)) for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)))
+    H = model.num_hidden
+    return D, model.num_paths, H, D - H, D - H, H, True, True
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim(
         "UVᵀ has r(r+1)/2 laws (Lie algebra, SymPy)",
@@ -322,5 +350,26 @@ CLAIMS: tuple[Claim, ...] = (
         measure=example_flows,
         check=AtMost(1e-8),
         configs=({"example": "diagonal"}, {"example": "diagonal", "depth": 3, "lam": -0.4}),
+    ),
+    Claim(
+        "ReLU path-lifting: Frobenius, one law per hidden neuron, recoverable",
+        section="§3, §4",
+        quantity="(D, paths, hidden, rank ∂Φ, dim Lie(W), laws, Frobenius, recoverable)",
+        measure=relu_verdicts,
+        check=Equals(_relu_expected),
+        configs=(
+            {"widths": (2, 3, 2)},
+            {"widths": (3, 4, 2), "bias": True},
+            {"widths": (2, 3, 3, 1), "skip": ((0, 2),)},
+            {"widths": (2, 3, 2, 2), "bias": True, "skip": ((0, 2), (1, 3))},
+        ),
+    ),
+    Claim(
+        "ReLU: intrinsic flow = Euclidean flow across activation changes",
+        section="§3",
+        quantity=_FLOWS,
+        measure=example_flows,
+        check=AtMost(1e-7),
+        configs=({"example": "relu", "seed": 2},),
     ),
 )

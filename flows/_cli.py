@@ -28,6 +28,40 @@ _positive_float = _number(float, positive=True)
 _finite_float = _number(float, positive=False)
 
 
+def _widths(text):
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths, got {text!r}") from None
+    if len(widths) < 2 or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive widths like 2,5,1, got {text!r}")
+    return widths
+
+
+def _skip(text):
+    try:
+        i, j = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I:J (layer indices), got {text!r}") from None
+    return (i, j)
+
+
+def _relu_options(parser):
+    parser.add_argument("--widths", type=_widths, help="ReLU layer widths, e.g. 2,5,1 (relu)")
+    parser.add_argument(
+        "--bias", action="store_true", default=None, help="hidden and output biases (relu)"
+    )
+    parser.add_argument(
+        "--skip",
+        type=_skip,
+        action="append",
+        metavar="I:J",
+        help="connect every neuron of layer I to every neuron of layer J > I+1 (relu; "
+        "repeatable; makes a ReLUDAG)",
+    )
+    parser.add_argument("--samples", type=_positive_int, help="number of data points (relu)")
+
+
 def _parser():
     from ._examples import DEFAULT_EXAMPLE, EXAMPLES
 
@@ -58,7 +92,8 @@ def _parser():
     run.add_argument("--depth", type=_positive_int, help="number of layers L >= 2")
     run.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
     run.add_argument("--scale", type=_positive_float, help="scale of the initialization")
-    run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _relu_options(run)
+    run.add_argument("--seed", type=int, help="random seed (default: the example's, else 0)")
     run.add_argument("--t1", type=_positive_float, help="final time of the flows")
     run.add_argument("--rtol", type=_positive_float, default=1e-10, help="default: 1e-10")
     run.add_argument("--atol", type=_positive_float, default=1e-10, help="default: 1e-10")
@@ -89,7 +124,7 @@ def _parser():
     sweep.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
     sweep.add_argument("--scale", type=_positive_float, help="scale of the initialization")
     sweep.add_argument("--t1", type=_positive_float, help="final time of the flows")
-    sweep.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sweep.add_argument("--seed", type=int, help="random seed (default: the example's, else 0)")
     sweep.add_argument(
         "--devices",
         type=_positive_int,
@@ -112,6 +147,7 @@ def _parser():
     for name in ("n", "r", "m", "depth"):
         analyze.add_argument(f"--{name}", type=_positive_int, help=f"size {name} of the example")
     analyze.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
+    _relu_options(analyze)
     analyze.add_argument("--scale", type=_positive_float, help="scale of the initialization")
     analyze.add_argument("--t1", type=_positive_float, help=argparse.SUPPRESS)
     analyze.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -143,15 +179,17 @@ def _parser():
 
 def _config(args, example):
     config = dict(example.defaults)
-    for key in ("n", "r", "m", "depth", "lam", "scale", "t1"):
-        value = getattr(args, key)
+    for key in ("n", "r", "m", "depth", "lam", "scale", "t1", "widths", "bias", "skip", "samples"):
+        value = getattr(args, key, None)
+        if key == "skip" and value is not None:
+            value = tuple(value)
         if value is not None:
             if key not in config:
                 raise ValueError(f"option --{key} does not apply to example {example.name!r}")
             config[key] = value
     if "depth" in config and config["depth"] < 2:
         raise ValueError(f"--depth must be at least 2, got {config['depth']}")
-    config["seed"] = args.seed
+    config["seed"] = config.get("seed", 0) if args.seed is None else args.seed
     return config
 
 
@@ -204,7 +242,7 @@ def _run(args, parser) -> int:
     num_params = sum(
         x.size for x in jax.tree.leaves(model) if jnp.issubdtype(x.dtype, jnp.floating)
     )
-    dim = int(np.prod(np.shape(model.lift())))
+    dim = sum(int(np.size(x)) for x in jax.tree.leaves(model.lift()))
     print(f"intrinsic run {example.name}: {example.description}")
     print(
         "config: "
@@ -239,6 +277,12 @@ def _run(args, parser) -> int:
         "euclidean_seconds": euc_time,
         "intrinsic_seconds": intr_time,
         "failures": dict(failed),
+        "euclidean_event_times": None
+        if euc.event_times is None
+        else np.asarray(euc.event_times).tolist(),
+        "intrinsic_event_times": None
+        if intr.event_times is None
+        else np.asarray(intr.event_times).tolist(),
     }
     os.makedirs(args.out, exist_ok=True)
     report_path = os.path.join(args.out, "report.json")
@@ -252,6 +296,14 @@ def _run(args, parser) -> int:
         f"({report['euclidean_steps']} steps), intrinsic flow {intr_time:.2f} s "
         f"({report['intrinsic_steps']} steps)"
     )
+    if euc.event_times is not None:
+        print(
+            "pattern changes (activation or weight sign) at t = "
+            + (", ".join(f"{t:.4f}" for t in report["euclidean_event_times"]) or "none")
+            + " (θ flow); "
+            + (", ".join(f"{t:.4f}" for t in report["intrinsic_event_times"]) or "none")
+            + " (z flow)"
+        )
     print(f"wrote {report_path} and {figure_path}")
     for name, msg in failed:
         print(f"error: the {name} flow failed: {msg}", file=sys.stderr)

@@ -6,11 +6,11 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
 
-import models
 from manifolds import laws_function, lifting_function
-from models import AbstractFactorization
+from models import AbstractFactorization, AbstractReLUNetwork
 from models._custom_types import RealScalarLike
 
 from ._integrate import integrate
@@ -51,13 +51,17 @@ class _NetworkLoss(eqx.Module):
 
 class _Preactivations(eqx.Module):
     # The switching functions of a ReLU network on the data: every hidden
-    # pre-activation at every input. Their signs are the activation pattern.
+    # pre-activation at every input (their signs are the activation pattern), and
+    # every weight.
     skeleton: AbstractFactorization
     inputs: Array
 
-    def __call__(self, theta):
+    def __call__(self, theta, extra=None):
         network = eqx.combine(theta, self.skeleton)
-        return jax.vmap(network.preactivations)(self.inputs).reshape(-1)
+        pre = jax.vmap(network.preactivations)(self.inputs).reshape(-1)
+        # The weights too: the field is smooth across a weight's zero, but the intrinsic
+        # flow restarts there (new weight signs), so both flows list the same events.
+        return jnp.concatenate([pre, ravel_pytree(theta)[0]])
 
 
 class _EuclideanSave(eqx.Module):
@@ -146,7 +150,7 @@ def euclidean_flow(
         skeleton = eqx.partition(model, eqx.is_inexact_array)[1]
         vector_field = _NetworkField(skeleton, f)
         save = _EuclideanSave(phi, h, _NetworkLoss(skeleton, f), save_params, True)
-        if isinstance(model, getattr(models, "AbstractReLUNetwork", ())):  # TEMP until ReLU lands
+        if isinstance(model, AbstractReLUNetwork):
             switching = _Preactivations(skeleton, f.inputs)
     else:
         vector_field = _EuclideanField(phi, f)

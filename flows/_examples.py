@@ -74,6 +74,64 @@ def _deep(c):
     return model, loss, manifolds.intrinsic_metric(model)
 
 
+def _neural_ode(c):
+    kmodel, kdata = jax.random.split(jax.random.key(c["seed"]))
+    model = models.LinearNeuralODE.relaxed_balanced(
+        kmodel,
+        c["n"],
+        degree=c["degree"],
+        lam=c["lam"],
+        scale=c["scale"],
+        adjoint="direct",
+        max_steps=256,
+    )
+    loss = _regression(kdata, c["n"], c["n"], max(1, c["n"] // 2))
+    return model, loss, manifolds.intrinsic_metric(model)
+
+
+def layered_dag(key, widths, skips, *, bias, scale=1.0):
+    """A ReLUDAG with the layers `widths`, consecutive layers fully connected, plus full
+    connections from layer i to layer j for each `(i, j)` in `skips` (j > i + 1)."""
+    starts = [sum(widths[:k]) for k in range(len(widths))]
+    pairs = [(k, k + 1) for k in range(len(widths) - 1)] + [tuple(s) for s in skips]
+    for i, j in skips:
+        if not 0 <= i < j - 1 < len(widths) - 1:
+            raise ValueError(
+                f"--skip {i}:{j}: need 0 <= i and i + 1 < j <= {len(widths) - 1} (layers are "
+                f"numbered 0 = inputs to {len(widths) - 1} = outputs)"
+            )
+    edges = sorted(
+        (starts[i] + a, starts[j] + b)
+        for i, j in pairs
+        for a in range(widths[i])
+        for b in range(widths[j])
+    )
+    return models.ReLUDAG.random(
+        key, widths[0], sum(widths[1:-1]), widths[-1], edges, bias=bias, scale=scale
+    )
+
+
+def _relu_network(key, c):
+    widths = tuple(c["widths"])
+    if len(widths) < 3:
+        raise ValueError(f"--widths needs at least one hidden layer, got {widths}")
+    if c["skip"]:
+        return layered_dag(key, widths, c["skip"], bias=c["bias"], scale=c["scale"])
+    return models.ReLUNetwork.random(key, widths, bias=c["bias"], scale=c["scale"])
+
+
+def _relu(c):
+    # Student and teacher of one architecture; the student regresses the teacher's
+    # outputs on Gaussian inputs, with the loss on the network's outputs.
+    from ._output_loss import OutputLoss
+
+    kstudent, kteacher, kx = jax.random.split(jax.random.key(c["seed"]), 3)
+    model = _relu_network(kstudent, c)
+    teacher = _relu_network(kteacher, c)
+    X = jax.random.normal(kx, (c["samples"], model.n_inputs))
+    return model, OutputLoss(X, jax.vmap(teacher)(X)), manifolds.intrinsic_metric(model)
+
+
 EXAMPLES = {
     e.name: e
     for e in (
@@ -100,6 +158,27 @@ EXAMPLES = {
             dict(n=3, depth=3, lam=0.3, scale=1.0, t1=10.0),
             _deep,
             lambda c: models.DeepLinear.random(_key(c), (c["n"],) * (c["depth"] + 1)),
+        ),
+        Example(
+            "neural-ode",
+            "Linear neural ODE x'(s) = A(s) x(s), A in Legendre polynomials of degree "
+            "`degree`, relaxed balanced (H(s) = lam I up to the projection), on low-rank "
+            "regression; the log-mean metric K(z).",
+            dict(n=3, degree=10, lam=0.5, scale=1.0, t1=5.0),
+            _neural_ode,
+            lambda c: models.LinearNeuralODE.random(_key(c), c["n"], c["degree"]),
+        ),
+        Example(
+            "relu",
+            "ReLU network (layered, or a DAG with --skip I:J), student-teacher regression "
+            "on Gaussian inputs; path-lifting z, metric K(z) = M(θ(z)); both flows stop "
+            "and restart at each change of activation pattern on the data.",
+            # Seed 2: four changes of activation pattern before t1 and no weight crossing
+            # zero (where a neuron's whole path block can vanish and z forgets the
+            # direction of its weights; see flows.intrinsic_flow).
+            dict(widths=(2, 5, 1), bias=False, skip=(), samples=12, scale=1.0, t1=6.0, seed=2),
+            _relu,
+            lambda c: _relu_network(_key(c), c),
         ),
     )
 }

@@ -31,6 +31,8 @@ def integrate(
     dt0,
     max_steps,
     switching: Callable | None = None,
+    extra=None,
+    on_event: Callable | None = None,
     max_events: int = 100,
     **options,
 ) -> FlowSolution:
@@ -42,9 +44,13 @@ def integrate(
     tolerances are passed as arrays so that changing them does not recompile.
 
     Without `switching`, `args` is `None` and this is one solve. With it,
-    `switching(y)` returns a 1-D array $g(y)$ whose signs define the current smooth
-    piece; `args` is the boolean pattern $g > 0$ at the start of each piece, and an
-    event ends the piece when some $g_i$ leaves the sign it had there.
+    `switching(y, extra)` returns a 1-D array $g(y)$ whose signs define the current
+    smooth piece; `args` is `(pattern, extra)` with `pattern` the boolean $g > 0$ at the
+    start of each piece, and an event ends the piece when some $g_i$ leaves the sign it
+    had there. Then `on_event(y, pattern, extra, crossed)` (default: flip
+    `pattern[crossed]`, an array of indices)
+    returns the next piece's `(pattern, extra)`; `extra` is any PyTree of arrays of
+    fixed shapes that the pieces need (e.g. the weight signs of a ReLU network).
     `options` are the remaining keyword arguments of `_integrate`.
     """
     dtype = jnp.result_type(float)
@@ -76,8 +82,27 @@ def integrate(
         sol, _, _ = _integrate(vector_field, y0, save, t0, t1, ts, None, cond=None, **options)
         return sol
     return _integrate_piecewise(
-        vector_field, y0, save, switching, t0, t1, ts, max_events=int(max_events), **options
+        vector_field,
+        y0,
+        save,
+        switching,
+        t0,
+        t1,
+        ts,
+        extra=extra,
+        on_event=_flip if on_event is None else on_event,
+        max_events=int(max_events),
+        **options,
     )
+
+
+def _flip(y, pattern, extra, crossed):
+    # The functions that crossed flip; the others keep their sign (the condition was
+    # positive for them up to the event), whichever side of zero the root finder left
+    # the crossing ones on.
+    pattern = pattern.copy()
+    pattern[crossed] = ~pattern[crossed]
+    return pattern, extra
 
 
 def _check_shapes(vector_field, save, y0, args):
@@ -103,13 +128,18 @@ class _LeavesPattern(eqx.Module):
     changes sign. Only downward crossings count (`direction=False`): at a restart the
     switching function that just crossed may sit a rounding error on the wrong side of
     zero, and must not trigger again as it moves away.
+    Exact zeros of $g$ are ignored (see `__call__`).
     """
 
     switching: Callable
 
     def __call__(self, t, y, args, **kwargs):
-        g = self.switching(y)
-        return jnp.min(jnp.where(args, g, -g))
+        pattern, extra = args
+        g = self.switching(y, extra)
+        # An exact zero is not a switching function but a degenerate one: e.g. a neuron
+        # of a bias-free net whose inputs are all switched off on a sample. It stays 0
+        # (its ReLU and derivative are 0) until an upstream function switches.
+        return jnp.min(jnp.where(g == 0, jnp.inf, jnp.where(pattern, g, -g)))
 
 
 @eqx.filter_jit
@@ -136,10 +166,16 @@ def _integrate(
     if cond is None:
         event = None
     else:
-        # Locate the crossing to near machine precision: the restart's accuracy is
-        # the root's accuracy.
-        tol = 100 * float(jnp.finfo(jnp.result_type(t1)).eps)
-        event = dfx.Event(cond, optx.Newton(rtol=tol, atol=tol), direction=False)
+        # Locate the crossing to near machine precision (the restart is as accurate as
+        # the root) by bisection: the condition is a minimum of smooth functions, with
+        # kinks where Newton's method can cycle, and it is known to change sign over
+        # the step (positive before, non-positive after).
+        # Bisection stops when the bracket is below atol + rtol·t *and* |cond| < atol;
+        # atol = eps^(9/16) (1e-9 in float64) leaves room for a condition that is itself
+        # computed by an inner solve (the recovered θ(z) of a ReLU intrinsic flow).
+        eps = float(jnp.finfo(jnp.result_type(t1)).eps)
+        root_finder = optx.Bisection(rtol=100 * eps, atol=eps ** (9 / 16), flip=True)
+        event = dfx.Event(cond, root_finder, direction=False)
     sol = dfx.diffeqsolve(
         dfx.ODETerm(lambda t, y, args: vector_field(y, args)),
         solver,
@@ -193,12 +229,12 @@ def _integrate(
 
 
 def _integrate_piecewise(
-    vector_field, y0, save, switching, t0, t1, ts, *, max_events, throw, **options
+    vector_field, y0, save, switching, t0, t1, ts, *, extra, on_event, max_events, throw, **options
 ) -> FlowSolution:
     # A host-side loop over the smooth pieces; every piece reuses one compilation
     # (times, state and pattern are arrays of fixed shapes).
     cond = _LeavesPattern(switching)
-    pattern = np.asarray(switching(y0)) > 0
+    pattern = np.asarray(switching(y0, extra)) > 0
     start, y = t0, y0
     pieces, event_times = [], []
     while True:
@@ -209,7 +245,7 @@ def _integrate_piecewise(
             start,
             t1,
             np.maximum(ts, start),
-            jnp.asarray(pattern),
+            (jnp.asarray(pattern), extra),
             cond=cond,
             throw=False,
             **options,
@@ -224,12 +260,12 @@ def _integrate_piecewise(
         if len(event_times) > max_events:
             result = piece.result
             break
-        # The new pattern: the signs at the event, except that the function which
-        # crossed is flipped whichever side of zero the root finder left it on.
-        g = np.asarray(switching(y_end))
-        crossed = np.argmin(np.where(pattern, g, -g))
-        pattern = g > 0
-        pattern[crossed] = not pattern[crossed]
+        g = np.asarray(switching(y_end, extra))
+        # What crossed: the minimiser of the condition, and anything else already on
+        # the wrong side (two functions crossing within the root's tolerance).
+        signed = np.where(g == 0, np.inf, np.where(pattern, g, -g))
+        crossed = np.union1d(np.flatnonzero(signed < 0), [np.argmin(signed)]).astype(int)
+        pattern, extra = on_event(y_end, pattern, extra, crossed)
         start, y = np.asarray(t_end, ts.dtype), y_end
 
     first = pieces[0][2]

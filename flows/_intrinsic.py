@@ -7,9 +7,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
 
-import manifolds
+from manifolds import AbstractReLUMetric
+from models import AbstractReLUNetwork
 from models._custom_types import RealScalarLike
 
 from ._integrate import integrate
@@ -27,41 +30,90 @@ class _IntrinsicField(eqx.Module):
 
 class _PathLoss(eqx.Module):
     # The loss of a ReLU network as a function of its path-lifting z on one region of
-    # activation pattern: g(x) = Σ_p z_p a_p(x) x_start(p), a = `pattern` on the inputs.
-    K: Callable
+    # activation pattern: g(x) = Σ_p z_p a_p(x) x_start(p), a = `active` on the inputs.
+    network: AbstractReLUNetwork
     f: OutputLoss
 
-    def __call__(self, z, pattern):
-        network = self.K.network
-        patterns = pattern.reshape(self.f.inputs.shape[0], -1)
-        outputs = jax.vmap(lambda x, a: network.predict_from_lift(z, a, x))(self.f.inputs, patterns)
+    def __call__(self, z, active):
+        patterns = active.reshape(self.f.inputs.shape[0], -1)
+        outputs = jax.vmap(lambda x, a: self.network.predict_from_lift(z, a, x))(
+            self.f.inputs, patterns
+        )
         return self.f.loss(outputs, self.f.targets)
+
+
+class _Signed(eqx.Module):
+    # The metric with the weight signs of the current piece. K(z) and θ(z) are read
+    # at |z| ⊙ (the path signs those weights give): exact inside the piece, and well
+    # defined at its ends, where a weight crossing zero leaves the paths through it a
+    # rounding error on either side of zero.
+    K: AbstractReLUMetric
+
+    def metric(self, signs):
+        return eqx.tree_at(lambda k: k.signs, self.K, signs)
+
+    def path_signs(self, signs):
+        params, static = eqx.partition(self.K.network, eqx.is_inexact_array)
+        return eqx.combine(ravel_pytree(params)[1](signs), static).lift()
+
+    def sanitize(self, z, signs):
+        return jax.tree.map(lambda a, s: jnp.abs(a) * s, z, self.path_signs(signs))
+
+    def recover(self, z, signs):
+        return self.metric(signs).recover(self.sanitize(z, signs))
 
 
 class _PathField(eqx.Module):
     loss: _PathLoss
+    signed: _Signed
+    num_active: int = eqx.field(static=True)
 
-    def __call__(self, z, pattern):
-        grad = jax.grad(self.loss)(z, pattern)
-        return jax.tree.map(jnp.negative, self.loss.K(z).mv(grad))
+    def __call__(self, z, args):
+        pattern, signs = args
+        grad = jax.grad(self.loss)(z, pattern[: self.num_active])
+        K = self.signed.metric(signs)(self.signed.sanitize(z, signs))
+        return jax.tree.map(jnp.negative, K.mv(grad))
 
 
 class _PathSave(eqx.Module):
     loss: _PathLoss
+    num_active: int = eqx.field(static=True)
 
-    def __call__(self, z, pattern):
-        return {"z": z, "loss": self.loss(z, pattern)}
+    def __call__(self, z, args):
+        return {"z": z, "loss": self.loss(z, args[0][: self.num_active])}
 
 
-class _RecoveredPreactivations(eqx.Module):
-    # The activation pattern is a function of the recovered θ(z): the signs of the
-    # hidden pre-activations of the network on the fiber over z.
-    K: Callable
+class _PathSwitching(eqx.Module):
+    # Two kinds of switching functions: the hidden pre-activations of the recovered
+    # network θ(z) on the inputs (the activation pattern), and z_p times the sign its
+    # path should have (a weight crossing zero flips the signs of its paths).
+    signed: _Signed
     inputs: Array
 
-    def __call__(self, z):
-        network = self.K.recover(z)
-        return jax.vmap(network.preactivations)(self.inputs).reshape(-1)
+    def __call__(self, z, signs):
+        network = self.signed.recover(z, signs)
+        pre = jax.vmap(network.preactivations)(self.inputs).reshape(-1)
+        path = ravel_pytree(z)[0] * ravel_pytree(self.signed.path_signs(signs))[0]
+        return jnp.concatenate([pre, path])
+
+
+def _path_event(signed, num_active):
+    def on_event(z, pattern, signs, crossed):
+        pattern = pattern.copy()
+        if np.all(crossed < num_active):  # a change of activation pattern
+            pattern[crossed] = ~pattern[crossed]
+            return pattern, signs
+        # A weight crossed zero: the smallest one of θ(z) (its paths are ~0). Only the
+        # signs change: near a zero weight, θ(z) is recovered from z_p ~ 0 known to the
+        # solver's absolute tolerance only, so the pre-activations read off it there
+        # are not trusted to flip anything.
+        theta = signed.recover(z, signs)
+        flat = np.abs(np.asarray(ravel_pytree(eqx.filter(theta, eqx.is_inexact_array))[0]))
+        signs = jnp.asarray(signs).at[int(np.argmin(flat))].multiply(-1)
+        pattern[num_active:] = True
+        return pattern, signs
+
+    return on_event
 
 
 class _IntrinsicSave(eqx.Module):
@@ -105,7 +157,13 @@ def intrinsic_flow(
       ReLU network as `K`, an [`flows.OutputLoss`][]: the network's outputs are then
       computed from $z$ with the activation pattern of the network recovered from $z$
       (`K.recover(z)`), which is recomputed at each change of pattern on the inputs
-      (a `diffrax.Event`; the times are in `solution.event_times`).
+      (a `diffrax.Event`; the times are in `solution.event_times`). A weight of
+      $\theta(z)$ crossing zero is an event too: the weight signs are updated and the
+      flow continues. Where such a crossing makes a hidden neuron's whole block of
+      paths vanish (e.g. the output weight of a single-output neuron), $z$ carries no
+      information on the direction of that neuron's other weights at that instant
+      (the fibre over $z_j = 0$ is a sphere), and the intrinsic flow follows the
+      Euclidean one only as accurately as the solver resolves $z_j \approx 0$.
     - `z0`: the initial state, e.g. `model.lift()`.
     - the other arguments are those of [`flows.euclidean_flow`][].
 
@@ -121,17 +179,20 @@ def intrinsic_flow(
         if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
             raise ValueError(f"`z0` must be finite, got an array with non-finite entries: {x}.")
 
-    switching = None
+    switching, piecewise = None, {}
     if isinstance(f, OutputLoss):
-        if not isinstance(K, getattr(manifolds, "AbstractReLUMetric", ())):  # TEMP
+        if not isinstance(K, AbstractReLUMetric):
             raise TypeError(
                 "An `OutputLoss` in the intrinsic flow needs the metric of a ReLU network "
                 "(`manifolds.intrinsic_metric(network)`), which knows the network's "
                 f"structure and recovers its activation pattern from z; got {type(K).__name__}."
             )
-        loss = _PathLoss(K, f)
-        field, save = _PathField(loss), _PathSave(loss)
-        switching = _RecoveredPreactivations(K, f.inputs)
+        loss = _PathLoss(K.network, f)
+        signed = _Signed(K)
+        num_active = f.inputs.shape[0] * K.network.num_hidden
+        field, save = _PathField(loss, signed, num_active), _PathSave(loss, num_active)
+        switching = _PathSwitching(signed, f.inputs)
+        piecewise = dict(extra=K.signs, on_event=_path_event(signed, num_active))
     else:
         field, save = _IntrinsicField(K, f), _IntrinsicSave(f)
     return integrate(
@@ -151,4 +212,5 @@ def intrinsic_flow(
         throw=throw,
         switching=switching,
         max_events=max_events,
+        **piecewise,
     )
