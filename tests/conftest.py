@@ -22,3 +22,14 @@ def getkey(request):
         return sub
 
     return _getkey
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compilation_caches():
+    """Drop JAX's compiled executables after each test module.
+
+    One pytest process compiles thousands of programs; keeping them all made XLA abort
+    while compiling late in the suite (observed twice in a full run on 2 cores).
+    """
+    yield
+    jax.clear_caches()
