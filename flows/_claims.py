@@ -161,6 +161,15 @@ def reference_uv():
     return float(z), float(jnp.abs(model.conservation_laws()[0])), float(K[0, 0]), float(M[0, 0])
 
 
+def neural_ode_metric_gap(n, degree, lam, seed=0):
+    r"""Relaxed-balanced linear neural ODE (Legendre degree $p$): the log-mean $K(\varphi(A))$
+    against the Galerkin induced metric $M(A)$, dense, relative Frobenius gap."""
+    model = models.LinearNeuralODE.relaxed_balanced(
+        jax.random.key(seed), n, degree=degree, lam=lam, adjoint="direct"
+    )
+    return _relative_gap(manifolds.intrinsic_metric(model), model)
+
+
 def uv_mirror(d=3, delta=0.5, seed=0):
     model = models.DiagonalLinear.relaxed_balanced(jax.random.key(seed), (d,), 2, delta)
     K = manifolds.intrinsic_metric(model)
@@ -362,6 +371,8 @@ CLAIMS: tuple[Claim, ...] = (
             {"widths": (3, 4, 2), "bias": True},
             {"widths": (2, 3, 3, 1), "skip": ((0, 2),)},
             {"widths": (2, 3, 2, 2), "bias": True, "skip": ((0, 2), (1, 3))},
+            {"widths": (2, 4, 3, 2), "bias": True},
+            {"widths": (3, 2, 2, 2, 1), "skip": ((0, 3), (1, 4))},
         ),
     ),
     Claim(
@@ -371,5 +382,29 @@ CLAIMS: tuple[Claim, ...] = (
         measure=example_flows,
         check=AtMost(1e-7),
         configs=({"example": "relu", "seed": 2},),
+    ),
+    Claim(
+        "linear neural ODE, H(s) = λ(s)I: log-mean K = M",
+        section="§3",
+        quantity="|K(φ(A)) − M(A)| / |M(A)|, A of Legendre degree p",
+        measure=neural_ode_metric_gap,
+        check=AtMost(1e-8),
+        configs=(
+            {"n": 3, "degree": 10, "lam": 0.5},
+            {"n": 2, "degree": 10, "lam": -0.5},
+            {"n": 4, "degree": 10, "lam": 1.0},
+        ),
+    ),
+    Claim(
+        "linear neural ODE: intrinsic flow = Euclidean (Galerkin) flow",
+        section="§3",
+        quantity=_FLOWS,
+        measure=example_flows,
+        check=AtMost(1e-8),
+        configs=(
+            {"example": "neural-ode"},
+            {"example": "neural-ode", "n": 4, "lam": -0.3},
+            {"example": "neural-ode", "n": 2, "lam": 1.0, "seed": 1},
+        ),
     ),
 )
