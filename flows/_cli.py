@@ -9,7 +9,8 @@ import time
 
 def _number(kind, *, positive):
     """An argparse type: `kind` (int or float), finite, and positive if asked."""
-    what = ("a positive" if positive else "a") + (" integer" if kind is int else " finite number")
+    noun = "integer" if kind is int else "finite number"
+    what = f"a positive {noun}" if positive else ("an integer" if kind is int else f"a {noun}")
 
     def parse(text):
         try:
@@ -26,6 +27,7 @@ def _number(kind, *, positive):
 _positive_int = _number(int, positive=True)
 _positive_float = _number(float, positive=True)
 _finite_float = _number(float, positive=False)
+_integer = _number(int, positive=False)
 
 
 def _widths(text):
@@ -90,6 +92,7 @@ def _parser():
     run.add_argument("--r", type=_positive_int, help="hidden width r (two-layer-linear)")
     run.add_argument("--m", type=_positive_int, help="input width m (two-layer-linear)")
     run.add_argument("--depth", type=_positive_int, help="number of layers L >= 2")
+    run.add_argument("--degree", type=_integer, help="polynomial degree of A(s) (neural-ode)")
     run.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
     run.add_argument("--scale", type=_positive_float, help="scale of the initialization")
     _relu_options(run)
@@ -121,6 +124,7 @@ def _parser():
     )
     for name in ("n", "r", "m", "depth"):
         sweep.add_argument(f"--{name}", type=_positive_int, help=f"size {name} of the example")
+    sweep.add_argument("--degree", type=_integer, help="polynomial degree of A(s) (neural-ode)")
     sweep.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
     sweep.add_argument("--scale", type=_positive_float, help="scale of the initialization")
     sweep.add_argument("--t1", type=_positive_float, help="final time of the flows")
@@ -146,6 +150,7 @@ def _parser():
     analyze.add_argument("example", nargs="?", default=DEFAULT_EXAMPLE, metavar="EXAMPLE")
     for name in ("n", "r", "m", "depth"):
         analyze.add_argument(f"--{name}", type=_positive_int, help=f"size {name} of the example")
+    analyze.add_argument("--degree", type=_integer, help="polynomial degree of A(s) (neural-ode)")
     analyze.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
     _relu_options(analyze)
     analyze.add_argument("--scale", type=_positive_float, help="scale of the initialization")
@@ -179,7 +184,8 @@ def _parser():
 
 def _config(args, example):
     config = dict(example.defaults)
-    for key in ("n", "r", "m", "depth", "lam", "scale", "t1", "widths", "bias", "skip", "samples"):
+    keys = ("n", "r", "m", "depth", "degree", "lam", "scale", "t1", "widths", "bias", "skip")
+    for key in (*keys, "samples"):
         value = getattr(args, key, None)
         if key == "skip" and value is not None:
             value = tuple(value)

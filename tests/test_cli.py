@@ -55,6 +55,9 @@ def test_list(capsys):
         (["run", "diagonal", "--r", "3"], "--r does not apply"),
         (["run", "--lam", "1", "--r", "5"], "r=5 > n=4"),
         (["run", "deep-linear", "--depth", "1"], "at least 2"),
+        (["run", "two-layer-linear", "--degree", "3"], "--degree does not apply"),
+        (["run", "neural-ode", "--degree", "-1"], "`degree` must be a non-negative integer"),
+        (["run", "neural-ode", "--degree", "2.5"], "--degree: expected an integer"),
         ([], "COMMAND"),
     ],
 )

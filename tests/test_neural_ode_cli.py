@@ -14,6 +14,8 @@ def test_cli_run_neural_ode(tmp_path):
             "flows._cli",
             "run",
             "neural-ode",
+            "--degree",
+            "11",
             "--out",
             str(out),
             "--num-times",
@@ -26,7 +28,7 @@ def test_cli_run_neural_ode(tmp_path):
     assert proc.returncode == 0, proc.stderr
     print(proc.stdout)
     report = json.loads((out / "report.json").read_text())
-    assert report["config"]["degree"] == 10 and report["num_parameters"] == 11 * 9
+    assert report["config"]["degree"] == 11 and report["num_parameters"] == 12 * 9
     assert report["max_relative_deviation"] <= 1e-8
     assert report["euclidean_losses"][-1] < report["euclidean_losses"][0]
     assert (out / "flows.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
