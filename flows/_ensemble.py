@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
 from jaxtyping import Array, PyTree, Scalar
 
 from models import AbstractFactorization
@@ -118,13 +119,36 @@ def euclidean_ensemble(
             "`models` must carry a leading batch axis on every array leaf, but one member "
             f"(the leaves without their leading axis) is not a valid model: {e}"
         ) from None
-    options = {**options, "throw": False}
     batched, _ = _place(models, size, sharding)
-    # No outer `jit`: the solve inside `euclidean_flow` is already compiled and cached
-    # (by the shapes of its inputs), while a jit of this fresh closure would recompile
-    # on every call.
-    solve = eqx.filter_vmap(lambda m: euclidean_flow(m, f, t1, **options))
-    return _unpad(solve(batched), size)
+    return _unpad(_euclidean_batch(batched, f, float(t1), _static(options)), size)
+
+
+def _static(options: dict) -> dict:
+    # Under the outer `filter_jit` every non-array option is static (part of the cache
+    # key) and the host-side checks of `integrate` see concrete values: `ts` goes in as
+    # a tuple of floats, not as an array (which would be traced).
+    options = {**options, "throw": False}
+    for name in ("t0", "dt0", "rtol", "atol"):
+        if options.get(name) is not None:
+            options[name] = float(options[name])
+    if options.get("ts") is not None:
+        options["ts"] = tuple(float(t) for t in np.asarray(options["ts"]).reshape(-1))
+    return options
+
+
+# Module-level jitted functions, so that repeated calls with the same shapes, loss and
+# options reuse one compiled program and pay no tracing (a jit of a fresh closure would
+# retrace and recompile on every call).
+@eqx.filter_jit
+def _euclidean_batch(batched, f, t1, options):
+    return eqx.filter_vmap(lambda m: euclidean_flow(m, f, t1, **options))(batched)
+
+
+@eqx.filter_jit
+def _intrinsic_batch(batched, K, f, t1, options):
+    if K is None:  # one metric per member, batched with z0
+        return eqx.filter_vmap(lambda kz: intrinsic_flow(kz[0], f, kz[1], t1, **options))(batched)
+    return eqx.filter_vmap(lambda z: intrinsic_flow(K, f, z, t1, **options))(batched)
 
 
 def intrinsic_ensemble(
@@ -149,7 +173,6 @@ def intrinsic_ensemble(
     **Returns:** a batched [`flows.FlowSolution`][].
     """
     size = _batch_size(z0, "z0")
-    options = {**options, "throw": False}
     k_arrays = eqx.filter(K, eqx.is_array)
     k_batched = bool(jax.tree.leaves(k_arrays))
     if k_batched and _batch_size(K, "K") != size:
@@ -157,8 +180,5 @@ def intrinsic_ensemble(
             f"`K` has a batch of {_batch_size(K, 'K')} metrics but `z0` has {size} states."
         )
     batched, _ = _place((K, z0) if k_batched else z0, size, sharding)
-    if k_batched:
-        solve = eqx.filter_vmap(lambda kz: intrinsic_flow(kz[0], f, kz[1], t1, **options))
-    else:
-        solve = eqx.filter_vmap(lambda z: intrinsic_flow(K, f, z, t1, **options))
-    return _unpad(solve(batched), size)
+    shared = None if k_batched else K
+    return _unpad(_intrinsic_batch(batched, shared, f, float(t1), _static(options)), size)

@@ -82,3 +82,21 @@ def quadratic_loss(key, z_struct):
         return 0.5 * jnp.sum(r**2)
 
     return f
+
+
+class count_compilations:
+    """Context manager counting XLA backend compilations (and tracing is implied by them
+    for a cold cache): `with count_compilations() as c: ...; assert c.count == 0`."""
+
+    def __enter__(self):
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def _listen(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+        return False

@@ -14,6 +14,8 @@ import flows
 import manifolds
 import models
 
+from .helpers import count_compilations
+
 
 def _members(key, lams):
     # Square (n = r = m): the closed form is exact for every λ (no projector branch).
@@ -50,6 +52,27 @@ def test_ensemble_equals_single_flows(getkey):
     assert float(jnp.max(dev)) <= 1e-8 * float(jnp.max(jnp.abs(euc.zs)))
     # Not vacuous: the members end in different places.
     assert float(jnp.min(jnp.abs(euc.zs[0, -1] - euc.zs[3, -1]).max())) > 1e-3
+
+
+def test_repeated_ensemble_reuses_its_compilation(getkey):
+    # A sweep calls the ensemble again and again with new members of the same shapes:
+    # nothing is traced or compiled again, also with times and tolerances given as arrays.
+    f = _loss(getkey())
+    opts = dict(ts=jnp.linspace(0.0, 2.0, 5), rtol=jnp.asarray(1e-9), atol=1e-9)
+    first = flows.euclidean_ensemble(flows.stack(_members(getkey(), [0.1, 0.5])), f, 2.0, **opts)
+    K = flows.stack([manifolds.intrinsic_metric(m) for m in _members(getkey(), [0.1, 0.5])])
+    z0 = flows.stack([m.lift() for m in _members(getkey(), [0.1, 0.5])])
+    flows.intrinsic_ensemble(K, f, z0, jnp.asarray(2.0), **opts)
+    members = _members(getkey(), [-0.3, 0.7])
+    with count_compilations() as counter:
+        again = flows.euclidean_ensemble(flows.stack(members), f, jnp.asarray(2.0), **opts)
+        intr = flows.intrinsic_ensemble(K, f, z0, 2.0, **opts)
+        jax.block_until_ready((again.zs, intr.zs))
+    assert counter.count == 0
+    assert again.successful and intr.successful
+    assert float(jnp.max(jnp.abs(again.zs - first.zs))) > 1e-3  # new members, new flows
+    single = flows.euclidean_flow(members[1], f, 2.0, **opts)
+    np.testing.assert_allclose(again.zs[1], single.zs, rtol=1e-12, atol=1e-12)
 
 
 def test_failed_member_is_reported_not_fatal():

@@ -9,6 +9,8 @@ import manifolds
 import models
 from flows._examples import _regression
 
+from .helpers import count_compilations
+
 T1 = 2.0
 TS = jnp.linspace(0.0, T1, 5)
 OPTIONS = dict(ts=TS, rtol=1e-10, atol=1e-10)
@@ -63,15 +65,6 @@ def test_flows_agree_and_laws_hold_as_the_basis_grows():
     assert max(r[4] for r in rows) <= 1e-4
 
 
-class _CompileCounter:
-    def __init__(self):
-        self.count = 0
-
-    def __call__(self, event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            self.count += 1
-
-
 def test_nested_solve_compiles_once():
     # The depth solve sits inside the flow's vector field: the whole flow is one
     # compiled program, reused for another init of the same shape.
@@ -79,12 +72,8 @@ def test_nested_solve_compiles_once():
     first = models.LinearNeuralODE.relaxed_balanced(jax.random.key(5), 2, degree=6, lam=0.5)
     second = models.LinearNeuralODE.relaxed_balanced(jax.random.key(6), 2, degree=6, lam=-0.2)
     flows.euclidean_flow(first, loss, T1, **OPTIONS)
-    counter = _CompileCounter()
-    jax.monitoring.register_event_duration_secs_listener(counter)
-    try:
+    with count_compilations() as counter:
         sol = flows.euclidean_flow(second, loss, T1, **OPTIONS)
         jax.block_until_ready(sol.zs)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(counter)
     assert counter.count == 0
     assert int(sol.stats["num_steps"]) > 10
