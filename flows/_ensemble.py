@@ -120,7 +120,7 @@ def euclidean_ensemble(
             f"(the leaves without their leading axis) is not a valid model: {e}"
         ) from None
     batched, _ = _place(models, size, sharding)
-    return _unpad(_euclidean_batch(batched, f, float(t1), _static(options)), size)
+    return _unpad(_euclidean_batch(batched, f, float(t1), _static(options), sharding), size)
 
 
 def _static(options: dict) -> dict:
@@ -140,15 +140,47 @@ def _static(options: dict) -> dict:
 # options reuse one compiled program and pay no tracing (a jit of a fresh closure would
 # retrace and recompile on every call).
 @eqx.filter_jit
-def _euclidean_batch(batched, f, t1, options):
-    return eqx.filter_vmap(lambda m: euclidean_flow(m, f, t1, **options))(batched)
+def _euclidean_batch(batched, f, t1, options, sharding):
+    solve = eqx.filter_vmap(lambda m: euclidean_flow(m, f, t1, **options))
+    return _per_device(solve, batched, sharding)
 
 
 @eqx.filter_jit
-def _intrinsic_batch(batched, K, f, t1, options):
+def _intrinsic_batch(batched, K, f, t1, options, sharding):
     if K is None:  # one metric per member, batched with z0
-        return eqx.filter_vmap(lambda kz: intrinsic_flow(kz[0], f, kz[1], t1, **options))(batched)
-    return eqx.filter_vmap(lambda z: intrinsic_flow(K, f, z, t1, **options))(batched)
+        solve = eqx.filter_vmap(lambda kz: intrinsic_flow(kz[0], f, kz[1], t1, **options))
+    else:
+        solve = eqx.filter_vmap(lambda z: intrinsic_flow(K, f, z, t1, **options))
+    return _per_device(solve, batched, sharding)
+
+
+def _per_device(solve, batched, sharding):
+    r"""`solve(batched)`, with each device integrating its own members under a mesh.
+
+    A `jit` of the vmapped solve over a sharded batch would keep one while loop for the
+    whole batch, whose condition ("some member is not done") is a reduction across the
+    devices at every step. Under `jax.shard_map` each device runs its own loop over its
+    local members and stops when they are done: no communication at all.
+    """
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return solve(batched)  # no sharding, or a layout we leave to XLA
+    arrays, static = eqx.partition(batched, eqx.is_array)
+    out_static = []
+
+    def local(arrays):
+        out = solve(eqx.combine(arrays, static))
+        out_arrays, rest = eqx.partition(out, eqx.is_array)
+        out_static.append(rest)
+        return out_arrays
+
+    spec = sharding.spec
+    # check_vma=False: diffrax's loops start from unsharded constants (e.g. the step
+    # counter) that become per-device values; every output is per-device anyway.
+    mapped = jax.shard_map(
+        local, mesh=sharding.mesh, in_specs=(spec,), out_specs=spec, check_vma=False
+    )
+    out_arrays = mapped(arrays)
+    return eqx.combine(out_arrays, out_static[0])
 
 
 def intrinsic_ensemble(
@@ -181,4 +213,4 @@ def intrinsic_ensemble(
         )
     batched, _ = _place((K, z0) if k_batched else z0, size, sharding)
     shared = None if k_batched else K
-    return _unpad(_intrinsic_batch(batched, shared, f, float(t1), _static(options)), size)
+    return _unpad(_intrinsic_batch(batched, shared, f, float(t1), _static(options), sharding), size)

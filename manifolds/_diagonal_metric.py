@@ -45,7 +45,7 @@ class DiagonalChainMetric(AbstractIntrinsicMetric):
         diag = jnp.sum(prefix * suffix, axis=0).reshape(z.shape)
         return lx.FunctionLinearOperator(
             lambda g: diag * g,
-            jax.ShapeDtypeStruct(z.shape, z.dtype),
+            jax.eval_shape(lambda: diag * z),  # with z's sharding, if any
             tags=(lx.diagonal_tag, lx.symmetric_tag, lx.positive_semidefinite_tag),
         )
 

@@ -1,7 +1,6 @@
 r"""The intrinsic metric of ReLU networks through the path-lifting, for any DAG."""
 
 import abc
-import functools as ft
 
 import equinox as eqx
 import jax
@@ -14,6 +13,16 @@ from jaxtyping import Array, Bool, Float, PyTree
 from models import AbstractReLUNetwork
 
 from ._intrinsic_metric import AbstractIntrinsicMetric
+from ._relu_recovery import (
+    Incidence,
+    balance,
+    gauss_newton,
+    gf2_solve,
+    gram_diagonal,
+    network_at,
+    ravel,
+    setup,
+)
 
 # Largest D for which BᵀB + AᵀA is formed and Cholesky-factored once (8·D² bytes); above,
 # the least-squares step is a preconditioned conjugate-gradient solve at every call.
@@ -55,7 +64,7 @@ class AbstractReLUMetric(AbstractIntrinsicMetric):
         `path_signs * z` (flattened) is positive exactly on this region: its entries are
         switching functions for the crossings of weights through zero.
         """
-        return jnp.all(_ravel(z) * self.path_signs > 0)
+        return jnp.all(ravel(z) * self.path_signs > 0)
 
     @abc.abstractmethod
     def recover(self, z: PyTree[Float[Array, "..."]]) -> AbstractReLUNetwork:
@@ -70,10 +79,6 @@ class AbstractReLUMetric(AbstractIntrinsicMetric):
         `path_signs`, shaped like `z`: $\pm1$ or booleans "positive"), changing as few and
         as small weights as possible. Host-side (not jittable): call it between solves,
         e.g. when some $z_p$ has crossed zero."""
-
-
-def _ravel(tree) -> Array:
-    return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
 
 
 def check_network(network) -> None:
@@ -101,97 +106,6 @@ def check_network(network) -> None:
             "D - #hidden and theta is recoverable from (z, h). Perturb the zero "
             "parameters (their sign is part of the data) or remove the edges."
         )
-
-
-class _Incidence(eqx.Module):
-    # x ↦ Bx on flat parameter vectors, through the network's additive path-lifting.
-    network: AbstractReLUNetwork
-
-    def __call__(self, x: Array) -> Array:
-        _, unravel = ravel_pytree(eqx.filter(self.network, eqx.is_inexact_array))
-        return _ravel(self.network.log_lift(unravel(x)))
-
-    def transpose(self, y: Array) -> Array:
-        d = ravel_pytree(eqx.filter(self.network, eqx.is_inexact_array))[0]
-        return jax.linear_transpose(self, d)(y)[0]
-
-
-@ft.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
-def _balance(x_star, laws, law_matrix, max_steps, tol):
-    r"""$\mu$ minimising the convex $F(\mu) = \tfrac12\sum_e e^{2(x^\star + A^\top\mu)_e} - h_0\cdot\mu$."""
-    dtype = x_star.dtype
-    scale_tol = jnp.asarray(tol, dtype)
-    abs_a = jnp.abs(law_matrix)
-
-    def objective(mu):
-        return 0.5 * jnp.sum(jnp.exp(2 * (x_star + law_matrix.T @ mu))) - laws @ mu
-
-    def cond(state):
-        _, step, done = state
-        return (step < max_steps) & ~done
-
-    def body(state):
-        mu, step, _ = state
-        w = jnp.exp(2 * (x_star + law_matrix.T @ mu))
-        grad = law_matrix @ w - laws
-        done = jnp.all(jnp.abs(grad) <= scale_tol * (abs_a @ w + jnp.abs(laws)))
-        hess = 2 * (law_matrix * w[None, :]) @ law_matrix.T
-        direction = -jnp.linalg.solve(hess, grad)
-        slope = grad @ direction  # −(Newton decrement)², ≤ 0
-        # At most one unit of log-magnitude per step (exp cannot overflow), then Armijo
-        # backtracking; in the quadratic regime the full step is taken (the decrease would
-        # be below the rounding of F).
-        cap = jnp.minimum(
-            1.0, 1.0 / jnp.maximum(jnp.max(jnp.abs(law_matrix.T @ direction)), 1e-300)
-        )
-        f0 = objective(mu)
-        tiny = -slope <= 1e3 * jnp.finfo(dtype).eps * jnp.sum(w)
-
-        def ls_cond(t):
-            bad = ~(objective(mu + t * direction) <= f0 + 1e-4 * t * slope)
-            return bad & ~tiny & (t > 1e-12)
-
-        t = jax.lax.while_loop(ls_cond, lambda t: t / 2, cap)
-        mu = jnp.where(done, mu, mu + t * direction)
-        return mu, step + 1, done
-
-    mu0 = jnp.zeros(laws.shape, dtype)
-    mu, _, done = jax.lax.while_loop(cond, body, (mu0, 0, jnp.asarray(False)))
-    # One more full Newton step: the stopping test is loose enough to be reached despite
-    # rounding, and this step brings the laws to rounding level (quadratic convergence).
-    w = jnp.exp(2 * (x_star + law_matrix.T @ mu))
-    hess = 2 * (law_matrix * w[None, :]) @ law_matrix.T
-    polished = mu - jnp.linalg.solve(hess, law_matrix @ w - laws)
-    return jnp.where(done, polished, mu)
-
-
-@_balance.defjvp
-def _balance_jvp(max_steps, tol, primals, tangents):
-    # Implicit function theorem on ∇F = A w − h₀ = 0, w = exp(2(x* + Aᵀμ)); the law matrix
-    # and the options are structural constants (their tangents are ignored).
-    x_star, laws, law_matrix = primals
-    dx, dlaws = tangents[0], tangents[1]
-    mu = _balance(x_star, laws, law_matrix, max_steps, tol)
-    w = jnp.exp(2 * (x_star + law_matrix.T @ mu))
-    hess = 2 * (law_matrix * w[None, :]) @ law_matrix.T
-    dmu = jnp.linalg.solve(hess, dlaws - 2 * law_matrix @ (w * dx))
-    return mu, dmu
-
-
-def _gauss_newton(network, theta, z_flat, laws):
-    # One step on r(θ) = (Φ(θ) − z, h(θ) − h₀) with the dense (#paths + #hidden) × D
-    # Jacobian. A tiny Tikhonov term keeps the step finite where a weight is near zero
-    # (there the fibre is ill-determined and r's Jacobian nearly rank-deficient).
-    def residual(t):
-        net = network_at(network, t)
-        return jnp.concatenate([_ravel(net.lift()) - z_flat, net.conservation_laws() - laws])
-
-    r = residual(theta)
-    jac = jax.jacfwd(residual)(theta)
-    normal = jac.T @ jac
-    reg = 1e-13 * jnp.trace(normal) / theta.size
-    eye = jnp.eye(theta.size, dtype=theta.dtype)
-    return theta - jnp.linalg.solve(normal + reg * eye, jac.T @ r)
 
 
 class ReLUPathMetric(AbstractReLUMetric):
@@ -285,7 +199,7 @@ class ReLUPathMetric(AbstractReLUMetric):
             refine_steps = 2 if (network.num_paths + network.num_hidden) * d <= REFINE_LIMIT else 0
         if isinstance(refine_steps, bool) or int(refine_steps) < 0:
             raise ValueError(f"`refine_steps` must be an integer >= 0, got {refine_steps!r}.")
-        laws, signs, path_signs, law_matrix, factor = _setup(network, d <= dense_limit)
+        laws, signs, path_signs, law_matrix, factor = setup(network, d <= dense_limit)
         if factor is not None and not bool(jnp.all(jnp.isfinite(factor))):
             raise ValueError(
                 "BᵀB + AᵀA is not positive definite: the rescalings of hidden neurons do not "
@@ -304,7 +218,7 @@ class ReLUPathMetric(AbstractReLUMetric):
     @eqx.filter_jit
     def _log_magnitudes(self, z_flat):
         # Compiled once per network structure, also when called outside `jit`.
-        incidence = _Incidence(self.network)
+        incidence = Incidence(self.network)
         rhs = incidence.transpose(jnp.log(jnp.abs(z_flat)))
         if self.gram_factor is not None:
             x_star = jax.scipy.linalg.cho_solve((self.gram_factor, True), rhs)
@@ -312,10 +226,10 @@ class ReLUPathMetric(AbstractReLUMetric):
             a = self.law_matrix
             op = lx.FunctionLinearOperator(
                 lambda x: incidence.transpose(incidence(x)) + a.T @ (a @ x),
-                jax.ShapeDtypeStruct(rhs.shape, rhs.dtype),
+                jax.eval_shape(lambda: rhs),
                 tags=(lx.symmetric_tag, lx.positive_semidefinite_tag),
             )
-            diag = _gram_diagonal(incidence, a, rhs)
+            diag = gram_diagonal(incidence, a, rhs)
             pre = lx.DiagonalLinearOperator(1 / diag)
             pre = lx.TaggedLinearOperator(pre, lx.positive_semidefinite_tag)
             eps = jnp.finfo(rhs.dtype).eps
@@ -324,7 +238,7 @@ class ReLUPathMetric(AbstractReLUMetric):
                 op, rhs, solver, options={"preconditioner": pre}, throw=False
             ).value
         eps = float(jnp.finfo(z_flat.dtype).eps)
-        mu = _balance(x_star, self.laws, self.law_matrix, self.max_steps, 1e3 * eps)
+        mu = balance(x_star, self.laws, self.law_matrix, self.max_steps, 1e3 * eps)
         x = x_star + self.law_matrix.T @ mu
         w = jnp.exp(2 * x)
         residual = jnp.abs(self.law_matrix @ w - self.laws)
@@ -341,7 +255,7 @@ class ReLUPathMetric(AbstractReLUMetric):
         signs, explained = self._continued_signs(z_flat, x)
         theta = signs * jnp.exp(x)
         for _ in range(self.refine_steps):
-            theta = _gauss_newton(self.network, theta, z_flat, self.laws)
+            theta = gauss_newton(self.network, theta, z_flat, self.laws)
         return theta, ok & explained & jnp.all(jnp.isfinite(theta))
 
     def _continued_signs(self, z_flat, x):
@@ -349,7 +263,7 @@ class ReLUPathMetric(AbstractReLUMetric):
         # the stored sign are exactly the paths through some weights, the smallest of them
         # has crossed zero (the others would have to be smaller still). Anything else is
         # left to the refinement and the checks.
-        incidence = _Incidence(self.network)
+        incidence = Incidence(self.network)
         wrong = (jnp.sign(z_flat) != self.path_signs).astype(x.dtype)
         total = jnp.sum(wrong)
         through = incidence.transpose(wrong)
@@ -406,9 +320,9 @@ class ReLUPathMetric(AbstractReLUMetric):
         safe = np.where(np.abs(z_flat) > floor, np.abs(z_flat), floor)
         x, _ = self._log_magnitudes(jnp.asarray(safe))
         incidence = np.asarray(
-            jax.jacfwd(_Incidence(self.network))(jnp.zeros(self.signs.shape, z_flat.dtype))
+            jax.jacfwd(Incidence(self.network))(jnp.zeros(self.signs.shape, z_flat.dtype))
         ).astype(bool)
-        flips = _gf2_solve(incidence, flip_paths, np.argsort(np.asarray(x)))
+        flips = gf2_solve(incidence, flip_paths, np.argsort(np.asarray(x)))
         if flips is None:
             raise ValueError(
                 "No choice of weight signs produces these path signs: z is not in the image "
@@ -439,70 +353,8 @@ def guard(value: Array, ok, what: str, throw: bool) -> Array:
     return value
 
 
-def network_at(network: AbstractReLUNetwork, theta_flat: Array) -> AbstractReLUNetwork:
-    """`network` with its parameters replaced by the flat vector `theta_flat`."""
-    params, skeleton = eqx.partition(network, eqx.is_inexact_array)
-    return eqx.combine(ravel_pytree(params)[1](theta_flat), skeleton)
-
-
 def _as_signs(tree) -> np.ndarray:
     flat = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
     if flat.dtype == bool:
         return np.where(flat, 1.0, -1.0)
     return np.sign(flat.astype(float))
-
-
-@eqx.filter_jit
-def _setup(network, dense: bool):
-    # Everything the metric precomputes from θ₀, in one compiled call.
-    theta = ravel_pytree(eqx.filter(network, eqx.is_inexact_array))[0]
-    d = theta.size
-    # h(θ) = A θ²: A is half the laws' Jacobian at θ = 1.
-    laws_at = lambda t: _ravel(network_at(network, t).conservation_laws())
-    law_matrix = 0.5 * jax.jacfwd(laws_at)(jnp.ones_like(theta))
-    signs = jnp.sign(theta)
-    path_signs = jnp.sign(_ravel(network_at(network, signs).lift()))
-    factor = None
-    if dense:
-        incidence = _Incidence(network)
-        eye = jnp.eye(d, dtype=theta.dtype)
-        gram = jax.lax.map(lambda e: incidence.transpose(incidence(e)), eye, batch_size=min(d, 64))
-        factor = jnp.linalg.cholesky(gram + law_matrix.T @ law_matrix)
-    return network.conservation_laws(), signs, path_signs, law_matrix, factor
-
-
-def _gram_diagonal(incidence, law_matrix, like):
-    # diag(BᵀB) = number of paths through each parameter; diag(AᵀA) = column norms of A.
-    counts = incidence.transpose(jnp.ones_like(incidence(jnp.zeros_like(like))))
-    return counts + jnp.sum(law_matrix**2, axis=0)
-
-
-def _gf2_solve(matrix: np.ndarray, rhs: np.ndarray, order: np.ndarray) -> np.ndarray | None:
-    # A solution t ∈ {0,1}^D of matrix·t = rhs over GF(2), supported on the pivot columns
-    # of an elimination that takes the columns in `order` (smallest weights first).
-    a = matrix[:, order].copy()
-    b = rhs.copy()
-    pivots = []
-    row = 0
-    for col in range(a.shape[1]):
-        if row == a.shape[0]:
-            break
-        candidates = np.flatnonzero(a[row:, col]) + row
-        if candidates.size == 0:
-            continue
-        p = candidates[0]
-        a[[row, p]] = a[[p, row]]
-        b[[row, p]] = b[[p, row]]
-        hit = np.flatnonzero(a[:, col])
-        hit = hit[hit != row]
-        a[hit] ^= a[row]
-        b[hit] ^= b[row]
-        pivots.append(col)
-        row += 1
-    if b[row:].any():
-        return None
-    t = np.zeros(a.shape[1], dtype=bool)
-    t[pivots] = b[: len(pivots)]
-    out = np.zeros_like(t)
-    out[order] = t
-    return out

@@ -11,15 +11,8 @@ from jaxtyping import Array, Float, PyTree
 from models import AbstractReLUNetwork, ReLUNetwork
 
 from ._intrinsic_metric import intrinsic_metric
-from ._relu_metric import (
-    AbstractReLUMetric,
-    ReLUPathMetric,
-    _as_signs,
-    _ravel,
-    check_network,
-    guard,
-    network_at,
-)
+from ._relu_metric import AbstractReLUMetric, ReLUPathMetric, _as_signs, check_network, guard
+from ._relu_recovery import network_at, ravel
 
 
 class TwoLayerReLUMetric(AbstractReLUMetric):
@@ -73,7 +66,7 @@ class TwoLayerReLUMetric(AbstractReLUMetric):
         self.network = network
         self.laws = network.conservation_laws()
         self.signs = jnp.sign(ravel_pytree(eqx.filter(network, eqx.is_inexact_array))[0])
-        self.path_signs = jnp.sign(_ravel(network_at(network, self.signs).lift()))
+        self.path_signs = jnp.sign(ravel(network_at(network, self.signs).lift()))
         self.throw = bool(throw)
 
     def _neurons(self, z):
@@ -151,7 +144,7 @@ class TwoLayerReLUMetric(AbstractReLUMetric):
             z = unravel(jnp.abs(flat) * jnp.asarray(_as_signs(path_signs), flat.dtype))
         theta = ravel_pytree(eqx.filter(self.recover(z), eqx.is_inexact_array))[0]
         signs = jnp.sign(jnp.asarray(np.asarray(theta)))
-        path_signs = jnp.sign(_ravel(network_at(self.network, signs).lift()))
+        path_signs = jnp.sign(ravel(network_at(self.network, signs).lift()))
         return eqx.tree_at(lambda m: (m.signs, m.path_signs), self, (signs, path_signs))
 
 

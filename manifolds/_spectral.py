@@ -39,7 +39,9 @@ def spectral_operator(
     def mv(x):
         return p @ (kernel * (p.T @ x @ q)) @ q.T
 
-    struct = jax.ShapeDtypeStruct((p.shape[0], q.shape[0]), kernel.dtype)
+    # The structure of mv's output, so that input and output structures agree also where
+    # JAX annotates values with a sharding (inside `jax.shard_map`).
+    struct = jax.eval_shape(mv, jax.ShapeDtypeStruct((p.shape[0], q.shape[0]), kernel.dtype))
     return lx.FunctionLinearOperator(
         mv, struct, tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
     )

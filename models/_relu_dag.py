@@ -1,8 +1,5 @@
 r"""ReLU networks on any directed acyclic graph of neurons (skip connections allowed)."""
 
-import dataclasses
-import functools as ft
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -12,169 +9,8 @@ from jaxtyping import Array, Bool, Float, PyTree
 
 from ._checks import as_float_array, check_finite
 from ._custom_types import Key, RealScalarLike
+from ._dag_paths import PathIndex, count_paths, path_index, validate_edges
 from ._relu import DEFAULT_MAX_PATHS, AbstractReLUNetwork, ReLUNetwork, check_num_paths
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Graph:
-    # Static index arrays of one graph, built once (cached by the graph's description).
-    # Paths: row p lists its parameters (edge ids, then E + i for the bias of non-input
-    # node n_inputs + i), padded with D; its nodes, padded with n_nodes; its input (or
-    # n_inputs: "x = 1" for a bias path) and its output (0..n_outputs-1).
-    param_index: np.ndarray
-    node_index: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    num_input_paths: int
-    # Edges and the forward pass, level by level (a node's level is 1 + the largest level
-    # of its sources; nodes of one level are computed together).
-    source: np.ndarray
-    target: np.ndarray
-    levels: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]
-
-
-def _validate(n_inputs, n_hidden, n_outputs, edges) -> tuple[tuple[int, int], ...]:
-    for name, value, low in (("n_inputs", n_inputs, 1), ("n_hidden", n_hidden, 1)):
-        if isinstance(value, bool) or int(value) != value or value < low:
-            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
-    if isinstance(n_outputs, bool) or int(n_outputs) != n_outputs or n_outputs < 1:
-        raise ValueError(f"`n_outputs` must be an integer >= 1, got {n_outputs!r}.")
-    n_nodes = n_inputs + n_hidden + n_outputs
-    try:
-        pairs = tuple((int(s), int(t)) for s, t in edges)
-        if any((s, t) != tuple(e) for (s, t), e in zip(pairs, edges)):
-            raise TypeError
-    except (TypeError, ValueError) as e:
-        raise ValueError("`edges` must be a sequence of (source, target) pairs of integers.") from e
-    if not pairs:
-        raise ValueError("`edges` is empty: the network has no connections.")
-    seen = set()
-    for s, t in pairs:
-        if not (0 <= s < n_nodes and 0 <= t < n_nodes):
-            raise ValueError(
-                f"edge {(s, t)} refers to a node outside 0..{n_nodes - 1} (nodes: inputs "
-                f"0..{n_inputs - 1}, hidden {n_inputs}..{n_inputs + n_hidden - 1}, outputs "
-                f"{n_inputs + n_hidden}..{n_nodes - 1})."
-            )
-        if s >= t:
-            raise ValueError(
-                f"edge {(s, t)} does not go from a lower to a higher node id: nodes must be "
-                "numbered in topological order (this also rules out cycles)."
-            )
-        if t < n_inputs:
-            raise ValueError(f"edge {(s, t)} enters input node {t}: inputs have no incoming edges.")
-        if s >= n_inputs + n_hidden:
-            raise ValueError(
-                f"edge {(s, t)} leaves output node {s}: outputs have no outgoing edges."
-            )
-        if (s, t) in seen:
-            raise ValueError(f"edge {(s, t)} appears more than once in `edges`.")
-        seen.add((s, t))
-    sources = {s for s, _ in pairs}
-    targets = {t for _, t in pairs}
-    for v in range(n_inputs, n_inputs + n_hidden):
-        if v not in targets or v not in sources:
-            raise ValueError(
-                f"hidden neuron {v} has no {'incoming' if v not in targets else 'outgoing'} "
-                "edge: every hidden neuron needs at least one of each (a dangling neuron "
-                "carries no path)."
-            )
-    return pairs
-
-
-def _count(n_inputs, n_hidden, n_outputs, edges, bias) -> int:
-    # Number of paths ending at each node, by dynamic programming in topological order.
-    n_nodes = n_inputs + n_hidden + n_outputs
-    count = [1] * n_inputs + [int(bias)] * (n_hidden + n_outputs)
-    for s, t in sorted(edges, key=lambda e: e[1]):
-        count[t] += count[s]
-    return sum(count[n_inputs + n_hidden : n_nodes])
-
-
-@ft.lru_cache(maxsize=16)
-def _graph(n_inputs, n_hidden, n_outputs, edges, bias) -> _Graph:
-    n_nodes = n_inputs + n_hidden + n_outputs
-    num_edges = len(edges)
-    num_params = num_edges + (n_hidden + n_outputs if bias else 0)
-    src = np.array([s for s, _ in edges], dtype=np.int32)
-    dst = np.array([t for _, t in edges], dtype=np.int32)
-    level = np.zeros(n_nodes, dtype=np.int64)
-    for e in np.argsort(dst, kind="stable"):
-        level[dst[e]] = max(level[dst[e]], level[src[e]] + 1)
-    level[n_inputs:] = np.maximum(level[n_inputs:], 1)
-    depth = int(level.max())
-    width = depth + 1  # the most nodes on a path (and the most parameters: bias + edges)
-
-    # Paths ending at each node, vectorised per incoming edge: extend all of the source's
-    # paths by the edge at once. A node's table is dropped after its last outgoing edge.
-    last_use = np.full(n_nodes, -1)
-    for s, t in edges:
-        last_use[s] = max(last_use[s], t)
-    tables = {}
-    incoming = [[] for _ in range(n_nodes)]
-    for e, (_, t) in enumerate(edges):
-        incoming[t].append(e)
-    for v in range(n_nodes):
-        parts = []
-        if v < n_inputs:
-            parts.append(_single(v, None, n_inputs, num_params, n_nodes, width, v))
-        else:
-            if bias:
-                b = num_edges + v - n_inputs
-                parts.append(_single(v, b, n_inputs, num_params, n_nodes, width, n_inputs))
-            for e in incoming[v]:
-                params, nodes, length, start = tables[int(src[e])]
-                params, nodes = params.copy(), nodes.copy()
-                rows = np.arange(params.shape[0])
-                params[rows, np.sum(params < num_params, axis=1)] = e
-                nodes[rows, length] = v
-                parts.append((params, nodes, length + 1, start))
-        tables[v] = tuple(np.concatenate(cols) for cols in zip(*parts)) if parts else None
-        for u in {int(src[e]) for e in incoming[v]}:
-            if last_use[u] == v and u < n_inputs + n_hidden:
-                del tables[u]
-    outputs = [tables[v] for v in range(n_inputs + n_hidden, n_nodes) if tables[v] is not None]
-    params, nodes, length, start = (np.concatenate(cols) for cols in zip(*outputs))
-    end = nodes[np.arange(nodes.shape[0]), length - 1] - (n_inputs + n_hidden)
-
-    # Order: input paths, then bias paths; longer first; then by node sequence read from
-    # the output back (so a layered network's paths come in C order of its lift()).
-    reversed_nodes = np.full_like(nodes, -1)
-    for k in range(width):
-        has = length > k
-        reversed_nodes[has, k] = nodes[has, length[has] - 1 - k]
-    is_bias = start == n_inputs
-    keys = [reversed_nodes[:, k] for k in reversed(range(width))] + [-length, is_bias]
-    order = np.lexsort(keys)
-    used = int(np.max(np.sum(params < num_params, axis=1)))
-
-    levels = []
-    for lev in range(1, depth + 1):
-        level_nodes = np.flatnonzero(level == lev).astype(np.int32)
-        local = np.full(n_nodes, -1)
-        local[level_nodes] = np.arange(level_nodes.size)
-        level_edges = np.flatnonzero(level[dst] == lev).astype(np.int32)
-        levels.append((level_nodes, level_edges, local[dst[level_edges]].astype(np.int32)))
-    return _Graph(
-        param_index=params[order][:, :used].astype(np.int32),
-        node_index=nodes[order].astype(np.int32),
-        start=start[order].astype(np.int32),
-        end=end[order].astype(np.int32),
-        num_input_paths=int(np.sum(~is_bias)),
-        source=src,
-        target=dst,
-        levels=tuple(levels),
-    )
-
-
-def _single(v, param, n_inputs, num_params, n_nodes, width, start):
-    # The one path of length 0 starting (and so far ending) at node v.
-    params = np.full((1, width), num_params, dtype=np.int64)
-    if param is not None:
-        params[0, 0] = param
-    nodes = np.full((1, width), n_nodes, dtype=np.int64)
-    nodes[0, 0] = v
-    return params, nodes, np.ones(1, dtype=np.int64), np.array([start], dtype=np.int64)
 
 
 class ReLUDAG(AbstractReLUNetwork):
@@ -234,7 +70,7 @@ class ReLUDAG(AbstractReLUNetwork):
         into an input, out of an output or repeated; a hidden neuron without incoming or
         outgoing edge; wrong shapes; non-finite values; more than `max_paths` paths.
         """
-        pairs = _validate(n_inputs, n_hidden, n_outputs, edges)
+        pairs = validate_edges(n_inputs, n_hidden, n_outputs, edges)
         w = as_float_array(weights, "weights")
         if w.shape != (len(pairs),):
             raise ValueError(
@@ -249,7 +85,7 @@ class ReLUDAG(AbstractReLUNetwork):
                     f"({n_hidden + n_outputs},); got {b.shape}."
                 )
         spec = (int(n_inputs), int(n_hidden), int(n_outputs), pairs, b is not None)
-        count = _count(*spec)
+        count = count_paths(*spec)
         if count == 0:
             raise ValueError("The graph has no path from an input or a bias to an output.")
         check_num_paths(count, max_paths, f"A ReLUDAG with {len(pairs)} edges")
@@ -260,11 +96,11 @@ class ReLUDAG(AbstractReLUNetwork):
         self.weights = w.astype(dtype)
         self.biases = None if b is None else b.astype(dtype)
         self.n_inputs, self.n_hidden, self.n_outputs, self.edges = spec[:4]
-        _graph(*spec)  # enumerate the paths now, once
+        path_index(*spec)  # enumerate the paths now, once
 
     @property
-    def _graph(self) -> _Graph:
-        return _graph(self.n_inputs, self.n_hidden, self.n_outputs, self.edges, self.bias)
+    def _graph(self) -> PathIndex:
+        return path_index(self.n_inputs, self.n_hidden, self.n_outputs, self.edges, self.bias)
 
     @property
     def bias(self) -> bool:
@@ -410,9 +246,9 @@ class ReLUDAG(AbstractReLUNetwork):
         The weight of $(s, t)$ and the bias of $t$ have standard deviation
         `scale`$/\sqrt{\mathrm{fan\_in}(t)}$. Almost surely no parameter is zero.
         """
-        pairs = _validate(n_inputs, n_hidden, n_outputs, edges)
+        pairs = validate_edges(n_inputs, n_hidden, n_outputs, edges)
         spec = (int(n_inputs), int(n_hidden), int(n_outputs), pairs, bool(bias))
-        check_num_paths(_count(*spec), max_paths, f"A ReLUDAG with {len(pairs)} edges")
+        check_num_paths(count_paths(*spec), max_paths, f"A ReLUDAG with {len(pairs)} edges")
         n_nodes = n_inputs + n_hidden + n_outputs
         fan_in = np.bincount([t for _, t in pairs], minlength=n_nodes).clip(min=1)
         wkey, bkey = jax.random.split(key)

@@ -133,6 +133,16 @@ SHARDED = textwrap.dedent(
     full = flows.euclidean_ensemble(flows.stack(members + members[:2]), f, 2.0, sharding=sharding, **opts)
     assert full.zs.sharding.spec == PartitionSpec("batch"), full.zs.sharding
     np.testing.assert_allclose(np.asarray(full.zs[:6]), np.asarray(one.zs), rtol=1e-13, atol=1e-14)
+    # The intrinsic ensemble, one metric per member, on the mesh (each device its own loop).
+    import manifolds
+    K = flows.stack([manifolds.intrinsic_metric(m) for m in members])
+    z0 = flows.stack([m.lift() for m in members])
+    i_one = flows.intrinsic_ensemble(K, f, z0, 2.0, **opts)
+    i_many = flows.intrinsic_ensemble(K, f, z0, 2.0, sharding=sharding, **opts)
+    assert i_many.successful and i_many.zs.shape == (6, 5, 2, 3)
+    np.testing.assert_array_equal(i_one.stats["num_steps"], i_many.stats["num_steps"])
+    np.testing.assert_allclose(np.asarray(i_one.zs), np.asarray(i_many.zs), rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(i_many.zs), np.asarray(many.zs), rtol=1e-8, atol=1e-9)
     """
 )
 
