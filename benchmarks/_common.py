@@ -230,3 +230,44 @@ def print_report(rows: Sequence[Row], elapsed: float | None = None) -> None:
         print(f"total benchmark time: {elapsed:.1f} s")
     print()
     print(format_table(rows))
+
+
+# --------------------------------------------------------------------------- script entry
+
+
+def say(text: str) -> None:
+    """Print a figure as soon as it is measured."""
+    print(text, flush=True)
+
+
+def run_benches(benches: Sequence[Callable[[bool], list[Row]]], quick: bool) -> list[Row]:
+    """Run each `bench(quick)` in turn, saying how long it took; return all their rows."""
+    rows = []
+    for bench in benches:
+        start = time.perf_counter()
+        rows += bench(quick)
+        say(f"  ({bench.__name__} took {time.perf_counter() - start:.1f} s)")
+    return rows
+
+
+def script_main(
+    doc: str,
+    main: Callable[[bool], list[Row]],
+    probes: Mapping[str, Callable[[dict], dict]] | None = None,
+) -> None:
+    """The command line of a benchmark script: `[--quick]` runs `main` and prints the table;
+    `--memory-probe NAME --config JSON` (the subprocess side of `measure_in_subprocess`)
+    prints the JSON reply of `probes[NAME](config)`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--memory-probe", choices=sorted(probes or ()), help=argparse.SUPPRESS)
+    parser.add_argument("--config", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        print(json.dumps(probes[args.memory_probe](json.loads(args.config))))
+        return
+    start = time.perf_counter()
+    rows = main(args.quick)
+    print_report(rows, time.perf_counter() - start)

@@ -21,10 +21,10 @@ import manifolds  # noqa: E402
 import models  # noqa: E402
 
 try:
-    from benchmarks._common import Row, print_report, verdict
+    from benchmarks._common import Row, script_main, verdict
 except ImportError:  # run as a script
     sys.path.insert(0, __file__.rsplit("/", 2)[0])
-    from benchmarks._common import Row, print_report, verdict
+    from benchmarks._common import Row, script_main, verdict
 
 CONFIGS = {
     "DiagonalLinear depth 2, λ=0.5": lambda k: models.DiagonalLinear.relaxed_balanced(
@@ -103,5 +103,4 @@ def main(quick: bool = False) -> list[Row]:
 
 
 if __name__ == "__main__":
-    start = time.perf_counter()
-    print_report(main("--quick" in sys.argv), time.perf_counter() - start)
+    script_main(__doc__, main)

@@ -50,7 +50,6 @@ issue's target and whether it is met on this machine.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import subprocess
@@ -71,7 +70,8 @@ import models
 
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
+    # noqa: E402
     REPO_ROOT,
     Row,
     compiles_during,
@@ -79,7 +79,9 @@ from benchmarks._common import (  # noqa: E402
     fmt_seconds,
     measure_in_subprocess,
     peak_memory_of,
-    print_report,
+    run_benches,
+    say,
+    script_main,
     time_call,
     time_calls,
     verdict,
@@ -91,10 +93,6 @@ jax.config.update("jax_enable_x64", True)
 
 MODULE = "benchmarks.bench_foundation"
 BYTES = jnp.dtype(jnp.float64).itemsize
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
 
 
 # =========================================================================== 1. metric
@@ -161,10 +159,10 @@ def bench_metric(quick: bool) -> list[Row]:
     compared = (30,) * 6 if quick else (20, 220, 220, 220, 20)
     model, g, D, d = _metric_problem(compared)
     label = f"DeepLinear{compared} D={D:,} d={d:,}"
-    _say(f"[{name}] {label}")
+    say(f"[{name}] {label}")
 
     t_mf = time_call(lambda: metric_matrix_free(model, g), repeats=9)
-    _say(f"  matrix-free M·g (operator built under jit): {fmt_seconds(t_mf)} per product")
+    say(f"  matrix-free M·g (operator built under jit): {fmt_seconds(t_mf)} per product")
     J = dense_jacobian(model)
     A = gram(J)
     repeats = 5
@@ -178,7 +176,7 @@ def bench_metric(quick: bool) -> list[Row]:
         repeats=repeats,
         min_run_s=0.02,
     )
-    _say(
+    say(
         f"  dense: J {fmt_seconds(times['jacobian'])}, JJᵀ {fmt_seconds(times['gram'])}, "
         f"(JJᵀ)g {fmt_seconds(times['product'])}; end to end {fmt_seconds(times['end-to-end'])}"
     )
@@ -186,16 +184,16 @@ def bench_metric(quick: bool) -> list[Row]:
     error = float(jnp.max(jnp.abs(metric_matrix_free(model, g) - ref)) / jnp.max(jnp.abs(ref)))
     mem_mf = _memory("matrix-free", compared)
     mem_dense = _memory("dense", compared)
-    _say(f"  peak memory: matrix-free {fmt_bytes(mem_mf)}, dense {fmt_bytes(mem_dense)}")
+    say(f"  peak memory: matrix-free {fmt_bytes(mem_mf)}, dense {fmt_bytes(mem_dense)}")
     ratio = times["end-to-end"] / t_mf
-    _say(
+    say(
         f"  speed-up of matrix-free over dense: {ratio:,.0f}× (target ≥ 20×: "
         f"{'met' if ratio >= 20 else 'not met'})"
     )
     extra = t_mf - times["product"]
     build = times["end-to-end"] - times["product"]
     break_even = f"{build / extra:,.0f} products" if extra > 0 else "never (dense (JJᵀ)g no faster)"
-    _say(f"  dense JJᵀ pays off after {break_even}; relative difference {error:.1e}")
+    say(f"  dense JJᵀ pays off after {break_even}; relative difference {error:.1e}")
     rows += [
         Row(name, f"problem: {label}", ""),
         Row(name, "matrix-free M·g, time per product", fmt_seconds(t_mf)),
@@ -227,12 +225,12 @@ def bench_metric(quick: bool) -> list[Row]:
         square = (100,) * 11
         model, g, D, d = _metric_problem(square)
         label = f"DeepLinear(100,)*11 D={D:,} d={d:,}"
-        _say(f"[{name}] {label} (matrix-free only)")
+        say(f"[{name}] {label} (matrix-free only)")
         t_sq = time_call(lambda: metric_matrix_free(model, g), repeats=9)
         mem_sq = _memory("matrix-free", square)
         dense_bytes = d * D * BYTES + d * d * BYTES
         flops = 2 * d * d * D
-        _say(
+        say(
             f"  matrix-free: {fmt_seconds(t_sq)} per product, peak {fmt_bytes(mem_sq)}; dense "
             f"would need {fmt_bytes(dense_bytes)} for J and JJᵀ and {flops:.0e} flops for JJᵀ"
         )
@@ -324,7 +322,7 @@ def _flow_case(index: int, kind: str, size: tuple, quick: bool) -> list[Row]:
     model, loss = _flow_problem(kind, size, jax.random.key(10 * index))
     D = sum(x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)))
     label = f"{kind}{size} D={D:,}"
-    _say(f"[{name}] {label}, t1={T1:g}, {NUM_TIMES} save times, rtol=atol={TOL:g}")
+    say(f"[{name}] {label}, t1={T1:g}, {NUM_TIMES} save times, rtol=atol={TOL:g}")
 
     variants = {
         "library": lambda: library_flow(model, loss, ts),
@@ -334,7 +332,7 @@ def _flow_case(index: int, kind: str, size: tuple, quick: bool) -> list[Row]:
         variants["hand+summary"] = lambda: hand_flow(model, loss, ts, True)
     times = time_calls(variants, repeats=7 if quick else 9)
     ratio = times["library"] / times["hand"]
-    _say(
+    say(
         f"  euclidean_flow {fmt_seconds(times['library'])}, hand-written "
         f"{fmt_seconds(times['hand'])}: ratio {ratio:.2f} (target ≤ 1.3: "
         f"{'met' if ratio <= 1.3 else 'not met'}), difference "
@@ -355,7 +353,7 @@ def _flow_case(index: int, kind: str, size: tuple, quick: bool) -> list[Row]:
     if "hand+summary" in times:
         like = times["library"] / times["hand+summary"]
         fixed = times["library"] - times["hand+summary"]
-        _say(
+        say(
             f"  hand-written saving the same summary (z, loss, laws): "
             f"{fmt_seconds(times['hand+summary'])}; ratio like for like {like:.2f}, "
             f"difference {fmt_seconds(fixed)} per call"
@@ -381,7 +379,7 @@ def _flow_case(index: int, kind: str, size: tuple, quick: bool) -> list[Row]:
     steps, hand_steps = int(sol.stats["num_steps"]), int(hand_steps)
     other_model, _ = _flow_problem(kind, size, jax.random.key(10 * index + 1))
     recompiles = compiles_during(lambda: library_flow(other_model, loss, ts))
-    _say(
+    say(
         f"  steps {steps} vs {hand_steps}; max |Δz| / max |z| = {deviation:.1e}; XLA "
         f"compilations on a second call with another model of the same shape: {recompiles}"
         f"{'  <-- RECOMPILES' if recompiles else ''}"
@@ -431,7 +429,7 @@ def _cache_checks(model, loss, ts, quick: bool) -> list[Row]:
     rows = []
     for what, call in checks.items():
         count = compiles_during(call)
-        _say(f"  XLA compilations on a call with {what}: {count}")
+        say(f"  XLA compilations on a call with {what}: {count}")
         rows.append(Row(name, f"compilations, {what}", str(count), "0", verdict(count == 0)))
     if not quick:  # informational, and a full compilation
 
@@ -439,7 +437,7 @@ def _cache_checks(model, loss, ts, quick: bool) -> list[Row]:
             return 0.5 * jnp.mean((z @ loss.X - loss.Y) ** 2)
 
         count = compiles_during(lambda: library_flow(model, closure_loss, ts))
-        _say(
+        say(
             f"  XLA compilations with a new closure as loss: {count} (expected: a new "
             f"function object is a new static argument of the jitted solve)"
         )
@@ -463,9 +461,9 @@ def bench_cli(quick: bool) -> list[Row]:
     name = "3 intrinsic run"
     figure = "`python -m flows._cli run` wall time"
     if importlib.util.find_spec("flows._cli") is None:
-        _say(f"[{name}] skipped: CLI not available (no module flows._cli)")
+        say(f"[{name}] skipped: CLI not available (no module flows._cli)")
         return [Row(name, figure, "skipped: CLI not available", "< 20 s", "skipped")]
-    _say(f"[{name}] python -m flows._cli run --out TMPDIR (default example)")
+    say(f"[{name}] python -m flows._cli run --out TMPDIR (default example)")
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-c", "import flows, manifolds, models, matplotlib.pyplot"],
@@ -491,9 +489,9 @@ def bench_cli(quick: bool) -> list[Row]:
             report = {}
     if proc.returncode != 0:
         tail = "\n    ".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        _say(f"  failed with exit status {proc.returncode} after {elapsed:.1f} s:\n    {tail}")
+        say(f"  failed with exit status {proc.returncode} after {elapsed:.1f} s:\n    {tail}")
         return [Row(name, figure, f"exit status {proc.returncode}", "< 20 s", "failed")]
-    _say(
+    say(
         f"  {elapsed:.1f} s (interpreter + imports alone: {imports:.1f} s); target < 20 s: "
         f"{'met' if elapsed < 20 else 'not met'}"
     )
@@ -523,29 +521,8 @@ def bench_cli(quick: bool) -> list[Row]:
 
 def main(quick: bool = False) -> list[Row]:
     """Run the three benchmarks; print figures as they come; return the table rows."""
-    rows = []
-    for bench in (bench_metric, bench_flow, bench_cli):
-        start = time.perf_counter()
-        rows += bench(quick)
-        _say(f"  ({bench.__name__} took {time.perf_counter() - start:.1f} s)")
-    return rows
-
-
-def _cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
-    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # subprocess side
-    parser.add_argument("--config", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.memory_probe:
-        config = json.loads(args.config)
-        probes = {"metric": lambda: _probe_metric(config["route"], config["widths"])}
-        print(json.dumps(probes[args.memory_probe]()))
-        return
-    start = time.perf_counter()
-    rows = main(args.quick)
-    print_report(rows, time.perf_counter() - start)
+    return run_benches((bench_metric, bench_flow, bench_cli), quick)
 
 
 if __name__ == "__main__":
-    _cli()
+    script_main(__doc__, main, probes={"metric": lambda c: _probe_metric(c["route"], c["widths"])})

@@ -12,7 +12,6 @@ largest net run: D = 7500 (under 60 s on 2 CPU cores), or D = 2000 with `--quick
 script then takes about 15-30 s).
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import models  # noqa: E402
 
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import Row, fmt_seconds, print_report, verdict  # noqa: E402
+from benchmarks._common import Row, fmt_seconds, script_main, verdict  # noqa: E402
 
 SAGEMATH_SECONDS = {(2, 2, 2): 0.26, (5, 3, 5): 11.3, (4, 4, 4): 8.9, (2, 4, 5, 2, 2): 200.7}
 TARGET_WIDTHS, TARGET_SPEEDUP = (2, 4, 5, 2, 2), 100.0
@@ -95,7 +94,4 @@ def main(quick: bool = False) -> list[Row]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="D = 2000 for the largest net")
-    start = time.perf_counter()
-    print_report(main(parser.parse_args().quick), time.perf_counter() - start)
+    script_main(__doc__, main)

@@ -24,7 +24,6 @@ r"""Benchmarks of linear neural ODEs: adjoints of the depth solve, and the two f
    geometric, so the order grows).
 """
 
-import argparse
 import functools as ft
 import time
 
@@ -37,13 +36,17 @@ import numpy as np
 import flows
 import manifolds
 import models
-from benchmarks._common import Row, fmt_bytes, fmt_seconds, print_report, time_call
+from benchmarks._common import (
+    Row,
+    fmt_bytes,
+    fmt_seconds,
+    run_benches,
+    say,
+    script_main,
+    time_call,
+)
 
 jax.config.update("jax_enable_x64", True)
-
-
-def _say(text):
-    print(text, flush=True)
 
 
 def _adjoints(steps):
@@ -59,9 +62,7 @@ def bench_adjoints(quick):
     widths = (8,) if quick else (8, 16)
     step_counts = (16, 256) if quick else (16, 64, 256)
     rows = []
-    _say(
-        "adjoint                          n  steps   time/grad   temp memory   rel. diff vs Direct"
-    )
+    say("adjoint                          n  steps   time/grad   temp memory   rel. diff vs Direct")
     for n in widths:
         G = jax.random.normal(jax.random.key(1), (n, n))
         coeffs = models.LinearNeuralODE.random(jax.random.key(0), n, 4).coeffs
@@ -81,7 +82,7 @@ def bench_adjoints(quick):
             ref = grads["Direct"]
             for name, (seconds, memory) in results.items():
                 diff = float(jnp.max(jnp.abs(grads[name] - ref)) / jnp.max(jnp.abs(ref)))
-                _say(
+                say(
                     f"{name:31s} {n:3d} {steps:6d} {fmt_seconds(seconds):>11s} "
                     f"{fmt_bytes(memory):>13s}   {diff:.1e}"
                 )
@@ -135,7 +136,7 @@ def bench_flows(quick):
         K = manifolds.intrinsic_metric(model)
         deviation, first_euc, first_intr, _, _ = _flows(model, loss, K)
         _, t_euc, t_intr, euc, intr = _flows(model, loss, K)
-        _say(
+        say(
             f"flows n = {n}, degree 10 (D = {model.coeffs.size}): max deviation {deviation:.1e}; "
             f"Euclidean {fmt_seconds(t_euc)} ({int(euc.stats['num_steps'])} steps; first call "
             f"{fmt_seconds(first_euc)}), intrinsic {fmt_seconds(t_intr)} "
@@ -166,14 +167,14 @@ def bench_convergence(quick):
         sizes.append(degree + 1)
         deviations.append(deviation)
     rows = []
-    _say("basis size   max deviation   observed order")
+    say("basis size   max deviation   observed order")
     for i, (size, deviation) in enumerate(zip(sizes, deviations)):
         order = (
             ""
             if i == 0
             else f"{np.log(deviations[i - 1] / deviation) / np.log(size / sizes[i - 1]):.1f}"
         )
-        _say(f"{size:10d}   {deviation:13.2e}   {order}")
+        say(f"{size:10d}   {deviation:13.2e}   {order}")
         rows.append(
             Row(
                 "neural ODE: basis",
@@ -185,22 +186,8 @@ def bench_convergence(quick):
 
 
 def main(quick: bool = False) -> list[Row]:
-    rows = []
-    for bench in (bench_adjoints, bench_flows, bench_convergence):
-        start = time.perf_counter()
-        rows += bench(quick)
-        _say(f"  ({bench.__name__} took {time.perf_counter() - start:.1f} s)")
-    return rows
-
-
-def _cli():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    args = parser.parse_args()
-    start = time.perf_counter()
-    rows = main(args.quick)
-    print_report(rows, time.perf_counter() - start)
+    return run_benches((bench_adjoints, bench_flows, bench_convergence), quick)
 
 
 if __name__ == "__main__":
-    _cli()
+    script_main(__doc__, main)

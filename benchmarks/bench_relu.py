@@ -18,8 +18,6 @@ r"""ReLU networks: law counts against SageMath, and the path-lifting at a millio
    320 MB) against $M(\theta)v$ there. `--quick`: $(10,)\times 4$ for both, timings only (no memory subprocesses).
 """
 
-import argparse
-import json
 import math
 import os
 import sys
@@ -44,7 +42,9 @@ from benchmarks._common import (  # noqa: E402
     fmt_seconds,
     measure_in_subprocess,
     peak_memory_of,
-    print_report,
+    run_benches,
+    say,
+    script_main,
     time_call,
     verdict,
 )
@@ -59,10 +59,6 @@ _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 # One OpenBLAS thread for the law counts: on a small machine, OpenBLAS threads spinning
 # against XLA's slowed the SVDs of `lie_algebra_trace` 50-fold (8000 x 145: 4 s, not 0.08 s).
 _BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-
-
-def _say(text):
-    print(text, flush=True)
 
 
 def _network(widths):
@@ -100,7 +96,7 @@ def bench_laws(quick: bool) -> list[Row]:
             raise AssertionError(f"{widths}: {out} disagrees with {out['hidden']} laws.")
         cold, warm = out["cold"], out["warm"]
         name = "relu laws " + str(widths).replace(" ", "")
-        _say(
+        say(
             f"ReLU {widths}: D = {out['D']}, {out['paths']} paths, dim Lie = {out['dim']}, "
             f"laws = {out['laws']}; cold {fmt_seconds(cold)}, warm {fmt_seconds(warm)}; "
             f"SageMath {fmt_seconds(sage)}"
@@ -134,6 +130,9 @@ def _dense(net):
     phi, theta = manifolds.lifting_function(net)
     flat, unravel = jax.flatten_util.ravel_pytree(theta)
     return jax.jacfwd(lambda t: jax.flatten_util.ravel_pytree(phi(unravel(t)))[0])(flat)
+
+
+_KINDS = ("lift", "mv", "kv", "dense")
 
 
 def _setup(kind: str, widths):
@@ -205,9 +204,9 @@ def bench_large(quick: bool) -> list[Row]:
         "mv": "M(θ)v (induced, jvp + vjp)",
         "kv": "K(z)v (ReLUPathMetric, recovery included)",
     }
-    _say(f"ReLU {large}: {paths:,} paths, D = {d}, z takes {fmt_bytes(z_bytes)}")
+    say(f"ReLU {large}: {paths:,} paths, D = {d}, z takes {fmt_bytes(z_bytes)}")
     for kind, out in results.items():
-        _say(
+        say(
             f"  {labels[kind]}: {fmt_seconds(out['seconds'])} (compiled in "
             f"{fmt_seconds(out['compile'])}), peak {_memory(out)}"
             + (f", metric built in {fmt_seconds(out['build'])}" if "build" in out else "")
@@ -234,7 +233,7 @@ def bench_large(quick: bool) -> list[Row]:
         rows.append(Row(name, "dense Jacobian", f"not formed: {fmt_bytes(8 * paths * d)}"))
     dense_paths, dense_d = math.prod(dense), sum(a * b for a, b in zip(dense, dense[1:]))
     dense_out, mv_out = _measure("dense", dense, quick), _measure("mv", dense, quick)
-    _say(
+    say(
         f"ReLU {dense}: dense Jacobian {dense_paths:,} x {dense_d}: "
         f"{fmt_seconds(dense_out['seconds'])}, peak {_memory(dense_out)}; "
         f"M(θ)v {fmt_seconds(mv_out['seconds'])}, peak {_memory(mv_out)}"
@@ -263,31 +262,9 @@ def bench_large(quick: bool) -> list[Row]:
 def main(quick: bool = False) -> list[Row]:
     """Print the figures as they come; return rows for `python -m benchmarks`."""
     jnp.zeros(1).block_until_ready()  # JAX start-up is not the first row's cost
-    rows = []
-    for bench in (bench_laws, bench_large):
-        start = time.perf_counter()
-        rows += bench(quick)
-        _say(f"  ({bench.__name__} took {time.perf_counter() - start:.1f} s)")
-    return rows
-
-
-def _cli():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, about 15 s")
-    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.memory_probe:
-        config = json.loads(args.config)
-        if args.memory_probe == "laws":
-            print(json.dumps(_probe_laws(config["widths"])))
-        else:
-            print(json.dumps(_probe(args.memory_probe, config["widths"])))
-        return
-    start = time.perf_counter()
-    rows = main(args.quick)
-    print_report(rows, time.perf_counter() - start)
+    return run_benches((bench_laws, bench_large), quick)
 
 
 if __name__ == "__main__":
-    _cli()
+    probes = {kind: (lambda c, kind=kind: _probe(kind, c["widths"])) for kind in _KINDS}
+    script_main(__doc__, main, probes={**probes, "laws": lambda c: _probe_laws(c["widths"])})

@@ -20,7 +20,6 @@ r"""Benchmarks of scale: ensembles with `vmap`, sharding over devices, large mod
    (35 TB) or $d^2$ (550 GB) is formed. `--quick`: widths $(128,)\times 9$.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -43,7 +42,9 @@ from benchmarks._common import (
     fmt_seconds,
     measure_in_subprocess,
     peak_memory_of,
-    print_report,
+    run_benches,
+    say,
+    script_main,
     time_call,
     verdict,
 )
@@ -57,10 +58,6 @@ class _Regression(eqx.Module):
 
     def __call__(self, z):
         return 0.5 * jnp.mean(jnp.sum((z @ self.X - self.Y) ** 2, axis=0))
-
-
-def _say(text):
-    print(text, flush=True)
 
 
 def _ensemble_problem(size):
@@ -107,7 +104,7 @@ def bench_ensemble(quick):
     t_loop = (time.perf_counter() - start) / loop_size * size
     ratio = t_loop / t_batch
     t_raw = time_call(_raw_diffrax(batch, f), repeats=3)
-    _say(
+    say(
         f"ensemble of {size}: vmapped {fmt_seconds(t_batch)}, loop {fmt_seconds(t_loop)} "
         f"(scaled from {loop_size}), ratio {ratio:.0f}x; plain diffrax vmapped "
         f"{fmt_seconds(t_raw)}"
@@ -156,7 +153,7 @@ def bench_sharding(quick):
         raise RuntimeError(proc.stderr[-2000:])
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     ratio = out["many"] / out["one"]
-    _say(
+    say(
         f"sharded ensemble of {size} on {out['devices']} devices: {fmt_seconds(out['many'])} "
         f"vs {fmt_seconds(out['one'])} on one; max difference {out['maxdiff']:.1e}"
     )
@@ -207,7 +204,7 @@ def bench_large(quick):
     D, d = 8 * width**2, width**2
     rate = out["steps"] / out["seconds"]
     theta_bytes = 8 * D
-    _say(
+    say(
         f"DeepLinear ({width},)x9, D = {D:,}: {out['steps']} steps in "
         f"{fmt_seconds(out['seconds'])} ({rate:.1f} steps/s), peak "
         f"{fmt_bytes(out['peak_bytes'])} = {out['peak_bytes'] / theta_bytes:.1f} x |θ|; "
@@ -228,28 +225,8 @@ def bench_large(quick):
 
 
 def main(quick: bool = False) -> list[Row]:
-    rows = []
-    for bench in (bench_ensemble, bench_sharding, bench_large):
-        start = time.perf_counter()
-        rows += bench(quick)
-        _say(f"  ({bench.__name__} took {time.perf_counter() - start:.1f} s)")
-    return rows
-
-
-def _cli():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.memory_probe:
-        config = json.loads(args.config)
-        print(json.dumps({"large": lambda: _probe_large(config["width"])}[args.memory_probe]()))
-        return
-    start = time.perf_counter()
-    rows = main(args.quick)
-    print_report(rows, time.perf_counter() - start)
+    return run_benches((bench_ensemble, bench_sharding, bench_large), quick)
 
 
 if __name__ == "__main__":
-    _cli()
+    script_main(__doc__, main, probes={"large": lambda c: _probe_large(c["width"])})

@@ -16,7 +16,6 @@ Nothing is asserted: figures only.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -29,15 +28,17 @@ from manifolds._symbolic import polynomial_conservation_laws, symbolic_induced_m
 
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import Row, fmt_seconds, print_report, verdict  # noqa: E402
+from benchmarks._common import (
+    Row,
+    fmt_seconds,
+    say,
+    script_main,
+    verdict,  # noqa: E402,
+)
 
 jax.config.update("jax_enable_x64", True)
 
 REFERENCE_S = 6.45  # degree-2 symbolic laws for linear widths (4, 3, 4)
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
 
 
 def _seconds(fn) -> tuple[float, object]:
@@ -56,7 +57,7 @@ def _bench_laws(label: str, model, expected: int, reference: bool) -> list[Row]:
     result, cold, warm = _timed(lambda: polynomial_conservation_laws(model, 2))
     count = len(result.laws)
     name = f"symbolic laws {label}"
-    _say(
+    say(
         f"[{name}] {count} laws (expected {expected}); first {fmt_seconds(cold)}, warm {fmt_seconds(warm)}"
     )
     rows = [
@@ -67,7 +68,7 @@ def _bench_laws(label: str, model, expected: int, reference: bool) -> list[Row]:
         return rows + [Row(name, "time, first call / warm", times)]
     for kind, seconds in (("first call", cold), ("warm call", warm)):
         ratio = REFERENCE_S / seconds
-        _say(f"  {kind}: {ratio:.1f}× faster than the {REFERENCE_S} s reference")
+        say(f"  {kind}: {ratio:.1f}× faster than the {REFERENCE_S} s reference")
         value = f"{fmt_seconds(seconds)} ({ratio:.1f}×)"
         target = f"≤ {REFERENCE_S} s"
         rows.append(
@@ -94,19 +95,10 @@ def main(quick: bool = False) -> list[Row]:
             lambda: symbolic_induced_metric(models.TwoLayerLinear.random(key, 4, 3, 4))
         )
         times = f"{fmt_seconds(cold)} / {fmt_seconds(warm)}"
-        _say(f"[symbolic metric two-layer (4, 3, 4)] {metric.shape}; {times}")
+        say(f"[symbolic metric two-layer (4, 3, 4)] {metric.shape}; {times}")
         rows.append(Row("symbolic metric two-layer (4, 3, 4)", "time, first call / warm", times))
     return rows
 
 
-def _cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, a few seconds")
-    args = parser.parse_args()
-    start = time.perf_counter()
-    rows = main(args.quick)
-    print_report(rows, time.perf_counter() - start)
-
-
 if __name__ == "__main__":
-    _cli()
+    script_main(__doc__, main)
