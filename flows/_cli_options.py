@@ -44,6 +44,17 @@ def _skip(text):
     return (i, j)
 
 
+def _example_options(parser):
+    # The sizes and constants of the built-in examples (each applies to some of them).
+    parser.add_argument("--n", type=_positive_int, help="output width n (or size of z)")
+    parser.add_argument("--r", type=_positive_int, help="hidden width r (two-layer-linear)")
+    parser.add_argument("--m", type=_positive_int, help="input width m (two-layer-linear)")
+    parser.add_argument("--depth", type=_positive_int, help="number of layers L >= 2")
+    parser.add_argument("--degree", type=_integer, help="polynomial degree of A(s) (neural-ode)")
+    parser.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
+    parser.add_argument("--scale", type=_positive_float, help="scale of the initialization")
+
+
 def _relu_options(parser):
     parser.add_argument("--widths", type=_widths, help="ReLU layer widths, e.g. 2,5,1 (relu)")
     parser.add_argument(
@@ -84,13 +95,7 @@ def make_parser() -> argparse.ArgumentParser:
         choices=sorted(EXAMPLES),
         help=f"which example (default: {DEFAULT_EXAMPLE}); see `intrinsic list`",
     )
-    run.add_argument("--n", type=_positive_int, help="output width n (or size of z)")
-    run.add_argument("--r", type=_positive_int, help="hidden width r (two-layer-linear)")
-    run.add_argument("--m", type=_positive_int, help="input width m (two-layer-linear)")
-    run.add_argument("--depth", type=_positive_int, help="number of layers L >= 2")
-    run.add_argument("--degree", type=_integer, help="polynomial degree of A(s) (neural-ode)")
-    run.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
-    run.add_argument("--scale", type=_positive_float, help="scale of the initialization")
+    _example_options(run)
     _relu_options(run)
     run.add_argument("--seed", type=int, help="random seed (default: the example's, else 0)")
     run.add_argument("--t1", type=_positive_float, help="final time of the flows")
@@ -118,11 +123,7 @@ def make_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--param", required=True, metavar="NAME=START:STOP:NUM", help="e.g. lam=-1:1:101"
     )
-    for name in ("n", "r", "m", "depth"):
-        sweep.add_argument(f"--{name}", type=_positive_int, help=f"size {name} of the example")
-    sweep.add_argument("--degree", type=_integer, help="polynomial degree of A(s) (neural-ode)")
-    sweep.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
-    sweep.add_argument("--scale", type=_positive_float, help="scale of the initialization")
+    _example_options(sweep)
     sweep.add_argument("--t1", type=_positive_float, help="final time of the flows")
     sweep.add_argument("--seed", type=int, help="random seed (default: the example's, else 0)")
     sweep.add_argument(
@@ -144,12 +145,8 @@ def make_parser() -> argparse.ArgumentParser:
         "(or a callable taking a JAX PRNG key and returning one).",
     )
     analyze.add_argument("example", nargs="?", default=DEFAULT_EXAMPLE, metavar="EXAMPLE")
-    for name in ("n", "r", "m", "depth"):
-        analyze.add_argument(f"--{name}", type=_positive_int, help=f"size {name} of the example")
-    analyze.add_argument("--degree", type=_integer, help="polynomial degree of A(s) (neural-ode)")
-    analyze.add_argument("--lam", type=_finite_float, help="relaxed-balance constant λ")
+    _example_options(analyze)
     _relu_options(analyze)
-    analyze.add_argument("--scale", type=_positive_float, help="scale of the initialization")
     analyze.add_argument("--t1", type=_positive_float, help=argparse.SUPPRESS)
     analyze.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     analyze.add_argument(
