@@ -146,7 +146,9 @@ def test_relaxed_balanced_laws(getkey):
 def test_from_neural_ode_converges_at_first_order(getkey):
     model = models.LinearNeuralODE.random(getkey(), 3, 3, scale=2.0, rtol=1e-12, atol=1e-12)
     z = model.lift()
-    depths = np.array([16, 32, 64])
+    # Depths in the asymptotic range: over 40 draws the fitted order is 0.87-1.07 for
+    # L = 16..64 (the O(1/L²) term still shows) and 0.97-1.01 for L = 64..256.
+    depths = np.array([64, 128, 256])
     errors = []
     for L in depths:
         deep = models.DeepLinear.from_neural_ode(model, int(L))
