@@ -118,3 +118,10 @@ def solve_in_depth(
     if ts is None:
         return jax.tree.map(lambda y: y[0], sol.ys)
     return sol.ys
+
+
+def options_of(model) -> dict:
+    """The depth-solve options stored on a continuous-depth model (its fields `solver`,
+    `adjoint`, `rtol`, `atol`, `num_steps`, `max_steps`), as keywords of `solve_in_depth`."""
+    names = ("solver", "adjoint", "rtol", "atol", "num_steps", "max_steps")
+    return {name: getattr(model, name) for name in names}

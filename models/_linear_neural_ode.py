@@ -11,7 +11,13 @@ from jaxtyping import Array, Float
 
 from ._checks import as_float_array, check_finite, check_positive_int
 from ._custom_types import Key, RealScalarLike
-from ._depth_solve import check_options, default_tolerance, resolve_adjoint, solve_in_depth
+from ._depth_solve import (
+    check_options,
+    default_tolerance,
+    options_of,
+    resolve_adjoint,
+    solve_in_depth,
+)
 from ._factorization import AbstractFactorization
 
 
@@ -193,14 +199,14 @@ class LinearNeuralODE(AbstractFactorization):
     def lift(self) -> Float[Array, "n n"]:
         r"""$z = R(1)$, $R' = A(s)R$, $R(0) = I$."""
         return solve_in_depth(
-            _field, jnp.eye(self.n, dtype=self.coeffs.dtype), self.coeffs, **self._options()
+            _field, jnp.eye(self.n, dtype=self.coeffs.dtype), self.coeffs, **options_of(self)
         )
 
     def transition_matrices(self, ts: Float[Array, " T"]) -> Float[Array, "T n n"]:
         r"""$R(s) = \Phi(s, 0)$ at the depths `ts` (non-decreasing, in $[0, 1]$)."""
         ts = jnp.asarray(ts, self.coeffs.dtype)
         return solve_in_depth(
-            _field, jnp.eye(self.n, dtype=self.coeffs.dtype), self.coeffs, ts=ts, **self._options()
+            _field, jnp.eye(self.n, dtype=self.coeffs.dtype), self.coeffs, ts=ts, **options_of(self)
         )
 
     def conservation_laws(
@@ -233,16 +239,6 @@ class LinearNeuralODE(AbstractFactorization):
         lam = jnp.trace(H, axis1=1, axis2=2) / self.n
         eye = jnp.eye(self.n, dtype=H.dtype)
         return jnp.max(jnp.linalg.norm(H - lam[:, None, None] * eye[None], axis=(1, 2)))
-
-    def _options(self) -> dict:
-        return dict(
-            solver=self.solver,
-            adjoint=self.adjoint,
-            rtol=self.rtol,
-            atol=self.atol,
-            num_steps=self.num_steps,
-            max_steps=self.max_steps,
-        )
 
     @classmethod
     def from_function(

@@ -9,7 +9,7 @@ from jaxtyping import Array, Float
 
 from ._checks import check_positive_int
 from ._custom_types import Key, RealScalarLike
-from ._depth_solve import check_options, resolve_adjoint, solve_in_depth
+from ._depth_solve import check_options, options_of, resolve_adjoint, solve_in_depth
 
 
 def _field(s, x, mlp):
@@ -91,14 +91,4 @@ class NeuralODE(eqx.Module):
         r"""$x(1)$ from $x(0) = $ `x` (one input; `jax.vmap` it over a batch)."""
         if x.shape != (self.dim,):
             raise ValueError(f"`x` must have shape ({self.dim},), got {x.shape}.")
-        return solve_in_depth(
-            _field,
-            x,
-            self.mlp,
-            solver=self.solver,
-            adjoint=self.adjoint,
-            rtol=self.rtol,
-            atol=self.atol,
-            num_steps=self.num_steps,
-            max_steps=self.max_steps,
-        )
+        return solve_in_depth(_field, x, self.mlp, **options_of(self))
