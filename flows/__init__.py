@@ -14,5 +14,7 @@ from ._output_loss import (
 )
 from ._solution import (
     FlowSolution as FlowSolution,
+    RESULTS as RESULTS,
+    SaveAt as SaveAt,
     relative_deviation as relative_deviation,
 )

@@ -1,20 +1,29 @@
 """Long Euclidean flows in chunks, checkpointed to disk so an interrupted run resumes."""
 
+import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import Any
 
-import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
+from jaxtyping import Array, PyTree, Scalar
 
 from models import AbstractFactorization
 from models._custom_types import RealScalarLike
 
 from ._euclidean import euclidean_flow
-from ._solution import FlowSolution
+from ._integrate import check_options
+from ._solution import RESULTS, FlowSolution, SaveAt
+
+# The defaults of `euclidean_flow`'s options, for checking a partial set up front.
+_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(euclidean_flow).parameters.items()
+    if p.kind is p.KEYWORD_ONLY and name not in ("args", "saveat")
+}
 
 
 def _write_atomically(path: str, tree) -> None:
@@ -28,19 +37,21 @@ def _write_atomically(path: str, tree) -> None:
     os.replace(tmp, path)
 
 
-def _solve_chunk(model, f, t_start, t_end, ts_chunk, options):
-    return euclidean_flow(model, f, t_end, t0=t_start, ts=ts_chunk, save_params=True, **options)
+def _solve_chunk(model, f, t_start, t_end, ts_chunk, args, options):
+    saveat = SaveAt(ts=ts_chunk)
+    return euclidean_flow(model, f, t_start, t_end, args=args, saveat=saveat, **options)
 
 
 def resumable_euclidean_flow(
     model: AbstractFactorization,
-    f: Callable[[PyTree[Array]], Scalar],
+    f: Callable[[PyTree[Array], Any], Scalar],
+    t0: RealScalarLike,
     t1: RealScalarLike,
     *,
     path: str,
     num_chunks: int = 10,
-    t0: RealScalarLike = 0.0,
-    ts: Real[ArrayLike, " T"] | Sequence[float] | None = None,
+    args: PyTree = None,
+    saveat: SaveAt = SaveAt(t0=True, t1=True),
     **options,
 ) -> FlowSolution:
     r"""[`flows.euclidean_flow`][] in `num_chunks` chunks, checkpointed to `path`.
@@ -56,33 +67,41 @@ def resumable_euclidean_flow(
 
     **Arguments:**
 
-    - `model`, `f`, `t1`, `t0`, `ts`: as for [`flows.euclidean_flow`][].
+    - `model`, `f`, `t0`, `t1`, `args`, `saveat`: as for [`flows.euclidean_flow`][]
+      (`SaveAt(params=True)` is not supported).
     - `path`: the checkpoint file. Delete it to start over.
     - `num_chunks`: how many pieces to cut $[t_0, t_1]$ into.
-    - `options`: the other keyword options of [`flows.euclidean_flow`][] (`save_params`
-      is used internally and not accepted).
+    - `options`: the other keyword options of [`flows.euclidean_flow`][].
 
-    **Returns:** a [`flows.FlowSolution`][] over all of `ts`, with `params` = `None`.
+    Host-side (it writes files between chunks): not for use under `jax.jit`.
+
+    **Returns:** a [`flows.FlowSolution`][] over the saved times, with `params` = `None`
+    and `final` = the model at $t_1$.
 
     **Raises:** `ValueError` for bad options, or if `path` holds the checkpoint of a
     different run (other times, chunks or parameter shapes); a solver failure in a
     chunk raises (or, with `throw=False`, ends the run there and is reported).
     """
-    if "save_params" in options:
-        raise ValueError("`save_params` is not supported by resumable_euclidean_flow.")
-    if int(num_chunks) < 1:
-        raise ValueError(f"`num_chunks` must be a positive integer, got {num_chunks}.")
+    if not isinstance(saveat, SaveAt) or saveat.params:
+        raise ValueError(
+            "`saveat` must be a `flows.SaveAt` without `params=True` (the chunks save the "
+            f"model internally), got {saveat!r}."
+        )
+    if isinstance(num_chunks, bool) or not isinstance(num_chunks, int) or num_chunks < 1:
+        raise ValueError(f"`num_chunks` must be a positive integer, got {num_chunks!r}.")
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"`path` must be a file path, got {path!r}.")
     dtype = jnp.result_type(float)
-    t0_, t1_ = float(t0), float(t1)
-    if not t1_ > t0_:
-        raise ValueError(f"`t1` must be greater than `t0` = {t0_}, got {t1_}.")
-    ts = np.array([t0_, t1_], dtype) if ts is None else np.asarray(ts, dtype)
+    checked = check_options(t0=t0, t1=t1, args=args, saveat=saveat, **{**_DEFAULTS, **options})
+    t0_, t1_ = float(checked["t0"]), float(checked["t1"])
+    ts = np.asarray(saveat.times(checked["t0"], checked["t1"]), dtype)
     bounds = np.linspace(t0_, t1_, int(num_chunks) + 1).astype(dtype)
 
     # The state on disk: the chunk reached, θ there, and the saves so far (NaN = not
     # yet computed). Its structure doubles as the template for deserialising.
     probe = eqx.filter_eval_shape(
-        lambda m: euclidean_flow(m, f, t1_, t0=t0_, ts=ts, **options), model
+        lambda m: euclidean_flow(m, f, t0_, t1_, args=args, saveat=SaveAt(ts=ts), **options),
+        model,
     )
     state = {
         "run": jnp.asarray(np.concatenate([ts, bounds])),
@@ -112,7 +131,7 @@ def resumable_euclidean_flow(
     for k in range(int(state["chunk"]), int(num_chunks)):
         lo, hi = bounds[k], bounds[k + 1]
         inside = (ts > lo) & (ts <= hi) if k else (ts >= lo) & (ts <= hi)
-        sol = _solve_chunk(state["model"], f, lo, hi, np.append(ts[inside], hi), options)
+        sol = _solve_chunk(state["model"], f, lo, hi, np.append(ts[inside], hi), args, options)
         result = sol.result
         idx = jnp.asarray(np.flatnonzero(inside))
 
@@ -122,7 +141,7 @@ def resumable_euclidean_flow(
         state = {
             **state,
             "chunk": jnp.asarray(k + 1),
-            "model": jax.tree.map(lambda x: x[-1] if eqx.is_array(x) else x, sol.params),
+            "model": sol.final,
             "zs": jax.tree.map(put, state["zs"], sol.zs),
             "losses": put(state["losses"], sol.losses),
             "conserved": jax.tree.map(put, state["conserved"], sol.conserved),
@@ -132,11 +151,14 @@ def resumable_euclidean_flow(
             break
         _write_atomically(path, state)
     return FlowSolution(
+        t0=checked["t0"],
+        t1=checked["t1"],
         ts=jnp.asarray(ts),
+        final=state["model"],
         zs=state["zs"],
         losses=state["losses"],
         conserved=state["conserved"],
         params=None,
-        result=dfx.RESULTS.successful if result is None else result,
+        result=RESULTS.successful if result is None else result,
         stats={"num_steps": state["num_steps"], "num_chunks": int(num_chunks)},
     )

@@ -1,18 +1,19 @@
 """Ensembles of flows: many initializations integrated together with `jax.vmap`."""
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
-import numpy as np
 from jaxtyping import Array, PyTree, Scalar
 
 from models import AbstractFactorization
 from models._custom_types import RealScalarLike
 
 from ._euclidean import euclidean_flow
+from ._integrate import as_traced
 from ._intrinsic import intrinsic_flow
 from ._solution import FlowSolution
 
@@ -80,9 +81,11 @@ def _unpad(sol, size):
 
 def euclidean_ensemble(
     models: AbstractFactorization,
-    f: Callable[[PyTree[Array]], Scalar],
+    f: Callable[[PyTree[Array], Any], Scalar],
+    t0: RealScalarLike,
     t1: RealScalarLike,
     *,
+    args: PyTree = None,
     sharding: jax.sharding.Sharding | None = None,
     **options,
 ) -> FlowSolution:
@@ -91,13 +94,16 @@ def euclidean_ensemble(
     Each member $\theta_0^{(b)}$ gets its own trajectory with its own adaptive steps (the
     solve runs until the slowest member finishes; finished members idle). A member
     that fails is reported in its own `result` entry (`throw=False` semantics), the
-    others are unaffected.
+    others are unaffected. Equivalent to `eqx.filter_vmap` of
+    [`flows.euclidean_flow`][] (which is safe under `vmap`), plus padding and placement
+    on the devices of a `sharding`.
 
     **Arguments:**
 
     - `models`: one model whose array leaves have a leading batch axis, e.g.
       `flows.stack([m1, m2, ...])` or an `eqx.filter_vmap`-ed constructor.
-    - `f`, `t1`: as for [`flows.euclidean_flow`][]; the loss is shared by all members.
+    - `f`, `t0`, `t1`, `args`: as for [`flows.euclidean_flow`][]; the loss and `args`
+      are shared by all members.
     - `sharding`: optionally a `jax.sharding.Sharding` of the batch axis, e.g.
       `NamedSharding(Mesh(jax.devices(), ("batch",)), PartitionSpec("batch"))`: the
       members are then integrated in parallel on the mesh's devices (padded to a
@@ -109,6 +115,7 @@ def euclidean_ensemble(
     `solution.succeeded` says which members reached `t1`.
     """
     size = _batch_size(models, "models")
+    _check_sharding(sharding)
     arrays, static = eqx.partition(models, eqx.is_array)
     try:
         jax.eval_shape(
@@ -119,38 +126,37 @@ def euclidean_ensemble(
             "`models` must carry a leading batch axis on every array leaf, but one member "
             f"(the leaves without their leading axis) is not a valid model: {e}"
         ) from None
+    t0, t1, options = as_traced(t0, t1, {**options, "throw": False})
     batched, _ = _place(models, size, sharding)
-    return _unpad(_euclidean_batch(batched, f, float(t1), _static(options), sharding), size)
+    return _unpad(_euclidean_batch(batched, f, t0, t1, args, options, sharding), size)
 
 
-def _static(options: dict) -> dict:
-    # Under the outer `filter_jit` every non-array option is static (part of the cache
-    # key) and the host-side checks of `integrate` see concrete values: `ts` goes in as
-    # a tuple of floats, not as an array (which would be traced).
-    options = {**options, "throw": False}
-    for name in ("t0", "dt0", "rtol", "atol"):
-        if options.get(name) is not None:
-            options[name] = float(options[name])
-    if options.get("ts") is not None:
-        options["ts"] = tuple(float(t) for t in np.asarray(options["ts"]).reshape(-1))
-    return options
+def _check_sharding(sharding):
+    if sharding is not None and not isinstance(sharding, jax.sharding.Sharding):
+        raise TypeError(
+            "`sharding` must be a `jax.sharding.Sharding` of the batch axis (e.g. "
+            "`NamedSharding(Mesh(jax.devices(), ('batch',)), PartitionSpec('batch'))`) or "
+            f"None, got {sharding!r}."
+        )
 
 
 # Module-level jitted functions, so that repeated calls with the same shapes, loss and
 # options reuse one compiled program and pay no tracing (a jit of a fresh closure would
-# retrace and recompile on every call).
+# retrace and recompile on every call). Times, tolerances and `args` are traced.
 @eqx.filter_jit
-def _euclidean_batch(batched, f, t1, options, sharding):
-    solve = eqx.filter_vmap(lambda m: euclidean_flow(m, f, t1, **options))
+def _euclidean_batch(batched, f, t0, t1, args, options, sharding):
+    solve = eqx.filter_vmap(lambda m: euclidean_flow(m, f, t0, t1, args=args, **options))
     return _per_device(solve, batched, sharding)
 
 
 @eqx.filter_jit
-def _intrinsic_batch(batched, K, f, t1, options, sharding):
+def _intrinsic_batch(batched, K, f, t0, t1, args, options, sharding):
     if K is None:  # one metric per member, batched with z0
-        solve = eqx.filter_vmap(lambda kz: intrinsic_flow(kz[0], f, kz[1], t1, **options))
+        solve = eqx.filter_vmap(
+            lambda kz: intrinsic_flow(kz[0], f, t0, t1, kz[1], args=args, **options)
+        )
     else:
-        solve = eqx.filter_vmap(lambda z: intrinsic_flow(K, f, z, t1, **options))
+        solve = eqx.filter_vmap(lambda z: intrinsic_flow(K, f, t0, t1, z, args=args, **options))
     return _per_device(solve, batched, sharding)
 
 
@@ -185,10 +191,12 @@ def _per_device(solve, batched, sharding):
 
 def intrinsic_ensemble(
     K: Callable[[PyTree[Array]], lx.AbstractLinearOperator],
-    f: Callable[[PyTree[Array]], Scalar],
-    z0: PyTree[Array],
+    f: Callable[[PyTree[Array], Any], Scalar],
+    t0: RealScalarLike,
     t1: RealScalarLike,
+    z0: PyTree[Array],
     *,
+    args: PyTree = None,
     sharding: jax.sharding.Sharding | None = None,
     **options,
 ) -> FlowSolution:
@@ -198,19 +206,22 @@ def intrinsic_ensemble(
 
     - `K`: an intrinsic metric whose array leaves (the conserved values of each
       member's level set) have a leading batch axis (`flows.stack` of
-      `manifolds.intrinsic_metric(m)` for each member), or a single metric shared by all.
+      `manifolds.intrinsic_metric(m)` for each member, or `eqx.filter_vmap` of it over
+      a batch of models), or a single metric shared by all.
     - `z0`: the initial states with a leading batch axis.
-    - `f`, `t1`, `sharding`, `options`: as for [`flows.euclidean_ensemble`][].
+    - `f`, `t0`, `t1`, `args`, `sharding`, `options`: as for [`flows.euclidean_ensemble`][].
 
     **Returns:** a batched [`flows.FlowSolution`][].
     """
     size = _batch_size(z0, "z0")
+    _check_sharding(sharding)
     k_arrays = eqx.filter(K, eqx.is_array)
     k_batched = bool(jax.tree.leaves(k_arrays))
     if k_batched and _batch_size(K, "K") != size:
         raise ValueError(
             f"`K` has a batch of {_batch_size(K, 'K')} metrics but `z0` has {size} states."
         )
+    t0, t1, options = as_traced(t0, t1, {**options, "throw": False})
     batched, _ = _place((K, z0) if k_batched else z0, size, sharding)
     shared = None if k_batched else K
-    return _unpad(_intrinsic_batch(batched, shared, f, float(t1), _static(options), sharding), size)
+    return _unpad(_intrinsic_batch(batched, shared, f, t0, t1, args, options, sharding), size)

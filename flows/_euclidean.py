@@ -1,21 +1,24 @@
 """The Euclidean gradient flow θ' = −∇_θ f(φ(θ))."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import Any
 
 import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
+from jaxtyping import Array, PyTree, Scalar
 
 from manifolds import laws_function, lifting_function
 from models import AbstractFactorization, AbstractReLUNetwork
 from models._custom_types import RealScalarLike
 
-from ._integrate import integrate
+from ._integrate import check_options, integrate
 from ._output_loss import OutputLoss
-from ._solution import FlowSolution
+from ._solution import FlowSolution, SaveAt
+
+DEFAULT_CONTROLLER = dfx.PIDController(rtol=1e-8, atol=1e-8)
 
 
 # Vector field and saved summary as Modules rather than closures: `integrate` is
@@ -25,8 +28,8 @@ class _EuclideanField(eqx.Module):
     phi: Callable
     f: Callable
 
-    def __call__(self, theta, args=None):
-        grad = jax.grad(lambda p: self.f(self.phi(p)))(theta)
+    def __call__(self, theta, args):
+        grad = jax.grad(lambda p: self.f(self.phi(p), args))(theta)
         return jax.tree.map(jnp.negative, grad)
 
 
@@ -35,9 +38,19 @@ class _NetworkField(eqx.Module):
     skeleton: AbstractFactorization
     f: OutputLoss
 
-    def __call__(self, theta, args=None):
-        grad = jax.grad(lambda p: self.f(eqx.combine(p, self.skeleton)))(theta)
+    def __call__(self, theta, args):
+        grad = jax.grad(lambda p: self.f(eqx.combine(p, self.skeleton), args))(theta)
         return jax.tree.map(jnp.negative, grad)
+
+
+class _Piecewise(eqx.Module):
+    # Inside a piecewise flow the solver's `args` are `(args, piece)`; the field and the
+    # summary of a Euclidean flow only need the user's `args` (the pattern is implicit
+    # in θ).
+    fn: Callable
+
+    def __call__(self, theta, args):
+        return self.fn(theta, args[0])
 
 
 class _NetworkLoss(eqx.Module):
@@ -45,8 +58,8 @@ class _NetworkLoss(eqx.Module):
     skeleton: AbstractFactorization
     f: OutputLoss
 
-    def __call__(self, theta):
-        return self.f(eqx.combine(theta, self.skeleton))
+    def __call__(self, theta, args):
+        return self.f(eqx.combine(theta, self.skeleton), args)
 
 
 class _Preactivations(eqx.Module):
@@ -71,9 +84,9 @@ class _EuclideanSave(eqx.Module):
     save_params: bool = eqx.field(static=True)
     loss_of_theta: bool = eqx.field(static=True, default=False)
 
-    def __call__(self, theta, args=None):
+    def __call__(self, theta, args):
         z = self.phi(theta)
-        loss = self.f(theta) if self.loss_of_theta else self.f(z)
+        loss = self.f(theta, args) if self.loss_of_theta else self.f(z, args)
         out = {"z": z, "loss": loss, "laws": self.h(theta)}
         if self.save_params:
             out["params"] = theta
@@ -82,63 +95,98 @@ class _EuclideanSave(eqx.Module):
 
 def euclidean_flow(
     model: AbstractFactorization,
-    f: Callable[[PyTree[Array]], Scalar],
+    f: Callable[[PyTree[Array], Any], Scalar] | OutputLoss,
+    t0: RealScalarLike,
     t1: RealScalarLike,
     *,
-    t0: RealScalarLike = 0.0,
-    ts: Real[ArrayLike, " T"] | Sequence[float] | None = None,
-    solver: dfx.AbstractAdaptiveSolver = dfx.Tsit5(),
-    rtol: RealScalarLike = 1e-8,
-    atol: RealScalarLike = 1e-8,
+    args: PyTree = None,
+    solver: dfx.AbstractSolver = dfx.Tsit5(),
+    stepsize_controller: dfx.AbstractStepSizeController = DEFAULT_CONTROLLER,
     dt0: RealScalarLike | None = None,
-    max_steps: int | None = 100_000,
+    saveat: SaveAt = SaveAt(t0=True, t1=True),
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
-    progress: bool = False,
+    max_steps: int | None = 100_000,
     throw: bool = True,
-    save_params: bool = False,
+    progress_meter: dfx.AbstractProgressMeter = dfx.NoProgressMeter(),
     max_events: int = 100,
 ) -> FlowSolution:
-    r"""Integrate the Euclidean gradient flow of $\ell(\theta) = f(\varphi(\theta))$.
+    r"""Integrate the Euclidean gradient flow of $\ell(\theta) = f(\varphi(\theta), \text{args})$.
 
-    $$\theta'(t) = -\nabla_\theta \ell(\theta(t)) = -\partial\varphi(\theta)^\top \nabla f(\varphi(\theta)),
+    $$\theta'(t) = -\nabla_\theta \ell(\theta(t))
+    = -\partial\varphi(\theta)^\top \nabla f(\varphi(\theta)),
     \qquad \theta(t_0) = \theta_0,$$
 
-    with `diffrax.diffeqsolve` and an adaptive step size. Only
-    $z = \varphi(\theta)$, the loss and the conserved quantities $h(\theta)$ are saved at `ts`
-    (through `SaveAt(fn=...)`), plus $\theta$ itself if `save_params=True`.
+    with `diffrax.diffeqsolve`. Only $z = \varphi(\theta)$, the loss and the conserved
+    quantities $h(\theta)$ are saved (through `SubSaveAt(fn=...)`), plus $\theta$ itself
+    with `SaveAt(params=True)`; the model at $t_1$ is `solution.final`.
 
-    **Arguments:**
+    Safe under `jax.jit`, `jax.vmap` and `jax.grad` (with respect to the model, `args`,
+    the times): times, tolerances and `args` are traced values, so new values of them
+    recompile nothing. The exception is a ReLU network on data (an
+    [`flows.OutputLoss`][]), whose flow restarts on the host at each change of
+    activation pattern.
+
+    **Main arguments:**
 
     - `model`: the factorization at $\theta_0$.
-    - `f`: the loss as a function of $z$ (same structure as `model.lift()`), returning a
-      scalar; it carries the data. Or an [`flows.OutputLoss`][]: a loss on the outputs
-      of the network `model` on a dataset (for a ReLU network, whose loss is not a
+    - `f`: the loss `f(z, args)` of $z$ (same structure as `model.lift()`), returning a
+      scalar. Pass the data in `args`, not in a closure: a new closure is a new
+      function and recompiles the flow. Or an [`flows.OutputLoss`][]: a loss on the
+      outputs of the network `model` on a dataset (for a ReLU network, whose loss is not a
       function of $z$ alone).
-    - `t1`: the final time.
-    - `t0`: the initial time.
-    - `ts`: times at which to save, in $[t_0, t_1]$; default `[t0, t1]`.
-    - `solver`: any adaptive diffrax solver.
-    - `rtol`, `atol`: tolerances of the `diffrax.PIDController`.
-    - `dt0`: initial step (default: chosen by the solver).
+    - `t0`, `t1`: the time span, $t_0 < t_1$.
+    - `args`: any PyTree, passed to `f`.
+    - `saveat`: a [`flows.SaveAt`][]: when to save the summaries (default: at $t_0$ and
+      $t_1$).
+
+    **Other arguments:**
+
+    - `solver`: any diffrax solver (default `diffrax.Tsit5()`).
+    - `stepsize_controller`: any diffrax step-size controller (default
+      `diffrax.PIDController(rtol=1e-8, atol=1e-8)`). A solver without an error estimate
+      (`diffrax.Euler()`) needs `diffrax.ConstantStepSize()` and a `dt0`.
+    - `dt0`: the initial (or, with `ConstantStepSize`, the fixed) step; default chosen by
+      the solver.
+    - `adjoint`: how `jax.grad` differentiates through the solve:
+      `diffrax.RecursiveCheckpointAdjoint()` (default), `diffrax.DirectAdjoint()`, or
+      `diffrax.ForwardMode()` (for `jax.jvp`/`jax.jacfwd`). `diffrax.BacksolveAdjoint`
+      and `diffrax.ImplicitAdjoint` are refused (they cannot differentiate the saved
+      summaries / a finite-time flow).
     - `max_steps`: the solver's step budget.
-    - `adjoint`: how to differentiate through the solve.
-    - `progress`: show a `tqdm` progress bar.
-    - `throw`: raise on solver failure. With `throw=False`, failure is reported in
-      `solution.result` / `solution.message`, and unsaved times hold `inf`.
-    - `save_params`: also save the model at `ts`.
+    - `throw`: raise on failure (also under `jit`, through `eqx.error_if`). With
+      `throw=False` the failure is in `solution.result` (`solution.succeeded` under
+      `jit`, `solution.message` on the host) and unsaved times hold `inf`.
+    - `progress_meter`: a diffrax progress meter, e.g. `diffrax.TqdmProgressMeter()`.
     - `max_events`: for a ReLU network with an [`flows.OutputLoss`][], the most changes
       of activation pattern allowed before `t1` (each one stops the solve, which
       restarts with the new pattern; their times are in `solution.event_times`).
 
-    **Returns:** a [`flows.FlowSolution`][] with `conserved` = $h(\theta(t))$.
+    **Returns:** a [`flows.FlowSolution`][] with `conserved` = $h(\theta(t))$ and
+    `final` = the model at $t_1$.
 
-    **Raises:** `ValueError` for bad options; a runtime error naming the failure
-    (maximum steps, non-finite state) when `throw=True` and the solve fails.
+    **Raises:** `TypeError`/`ValueError` for bad options (before any work); a runtime
+    error naming the failure (non-finite initial state, maximum steps, non-finite
+    state) when `throw=True` and the solve fails.
     """
+    options = check_options(
+        t0=t0,
+        t1=t1,
+        args=args,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        dt0=dt0,
+        saveat=saveat,
+        adjoint=adjoint,
+        max_steps=max_steps,
+        throw=throw,
+        progress_meter=progress_meter,
+        max_events=max_events,
+    )
     phi, theta0 = lifting_function(model)
     h, _ = laws_function(model)
     if not callable(f):
-        raise TypeError(f"`f` must be a callable z -> scalar loss, got {type(f).__name__}.")
+        raise TypeError(f"`f` must be a callable (z, args) -> scalar loss, got {f!r}.")
+    save_params = saveat.params
 
     switching = None
     if isinstance(f, OutputLoss):
@@ -152,30 +200,21 @@ def euclidean_flow(
         save = _EuclideanSave(phi, h, _NetworkLoss(skeleton, f), save_params, True)
         if isinstance(model, AbstractReLUNetwork):
             switching = _Preactivations(skeleton, f.inputs)
+            vector_field, save = _Piecewise(vector_field), _Piecewise(save)
     else:
         vector_field = _EuclideanField(phi, f)
         save = _EuclideanSave(phi, h, f, save_params)
-    sol = integrate(
-        vector_field,
-        theta0,
-        save,
-        t0,
-        t1,
-        ts,
-        solver=solver,
-        rtol=rtol,
-        atol=atol,
-        dt0=dt0,
-        max_steps=max_steps,
-        adjoint=adjoint,
-        progress=progress,
-        throw=throw,
-        switching=switching,
-        max_events=max_events,
+    sol, theta1 = integrate(
+        vector_field, theta0, save, options=options, args=args, switching=switching
     )
+    _, static = eqx.partition(model, eqx.is_inexact_array)
+    sol = eqx.tree_at(lambda s: s.final, sol, eqx.combine(theta1, static), is_leaf=_is_none)
     if save_params:
-        _, static = eqx.partition(model, eqx.is_inexact_array)
         sol = eqx.tree_at(
-            lambda s: s.params, sol, eqx.combine(sol.params, static), is_leaf=lambda x: x is None
+            lambda s: s.params, sol, eqx.combine(sol.params, static), is_leaf=_is_none
         )
     return sol
+
+
+def _is_none(x) -> bool:
+    return x is None

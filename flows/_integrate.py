@@ -4,9 +4,18 @@ A smooth flow is one `diffeqsolve`. A piecewise-smooth flow (a ReLU network, who
 loss is smooth only on each region of constant activation pattern) is a sequence of
 solves, each stopped by a `diffrax.Event` when a switching function changes sign, and
 restarted from the event with the new pattern.
+
+Options are checked in two places. Static ones (types, which solver goes with which
+controller, which adjoint) are checked on the host, before anything is traced: they
+raise `TypeError`/`ValueError`. Values (times, tolerances, the initial state) are
+arrays, traced under `jit` so that new values recompile nothing; they are checked with
+`eqx.error_if` inside the compiled program, so the checks also hold under `jit` and
+`vmap`, and additionally on the host, with the numbers in the message, when they are
+concrete.
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import diffrax as dfx
 import equinox as eqx
@@ -15,83 +24,228 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
-from ._solution import FlowSolution
+from ._solution import RESULTS, FlowSolution, SaveAt
+
+# Adjoints that cannot differentiate through saved summaries, with the reason.
+_REFUSED_ADJOINTS = {
+    dfx.BacksolveAdjoint: (
+        "`diffrax.BacksolveAdjoint` cannot differentiate through the summaries a flow "
+        "saves (`SubSaveAt(fn=...)`: z, the loss, the laws); use "
+        "`diffrax.RecursiveCheckpointAdjoint()` (the default, O(log steps) memory), "
+        "`diffrax.DirectAdjoint()` or `diffrax.ForwardMode()`."
+    ),
+    dfx.ImplicitAdjoint: (
+        "`diffrax.ImplicitAdjoint` differentiates a steady state (it assumes the "
+        "solution at `t1` does not depend on the path), not a gradient flow over a "
+        "finite time span; use `diffrax.RecursiveCheckpointAdjoint()` (the default), "
+        "`diffrax.DirectAdjoint()` or `diffrax.ForwardMode()`."
+    ),
+}
+
+
+def check_options(
+    *,
+    t0,
+    t1,
+    args,
+    solver,
+    stepsize_controller,
+    dt0,
+    saveat,
+    adjoint,
+    max_steps,
+    throw,
+    progress_meter,
+    max_events,
+) -> dict[str, Any]:
+    """Host-side checks of the flows' options; returns them normalised (times as arrays
+    of the default float dtype, tolerances as arrays)."""
+    del args  # any PyTree
+    dtype = jnp.result_type(float)
+    times = {}
+    for name, value in (("t0", t0), ("t1", t1), ("dt0", dt0)):
+        if value is None and name == "dt0":
+            times[name] = None
+            continue
+        times[name] = _scalar(value, name, dtype)
+    if not isinstance(solver, dfx.AbstractSolver):
+        raise TypeError(
+            f"`solver` must be a diffrax solver (e.g. `diffrax.Tsit5()`), got {solver!r}."
+        )
+    if not isinstance(stepsize_controller, dfx.AbstractStepSizeController):
+        raise TypeError(
+            "`stepsize_controller` must be a diffrax step-size controller (e.g. "
+            f"`diffrax.PIDController(rtol=1e-8, atol=1e-8)`), got {stepsize_controller!r}."
+        )
+    adaptive = isinstance(stepsize_controller, dfx.AbstractAdaptiveStepSizeController)
+    if adaptive and not isinstance(solver, dfx.AbstractAdaptiveSolver):
+        raise TypeError(
+            f"`solver` = {type(solver).__name__}() has no error estimate, so it cannot "
+            f"be used with the adaptive `stepsize_controller` = "
+            f"{type(stepsize_controller).__name__}; pass "
+            "`stepsize_controller=diffrax.ConstantStepSize()` and a `dt0`, or an adaptive "
+            "solver such as `diffrax.Tsit5()`."
+        )
+    if isinstance(stepsize_controller, dfx.ConstantStepSize) and dt0 is None:
+        raise ValueError(
+            "`stepsize_controller=diffrax.ConstantStepSize()` needs the step: pass `dt0`."
+        )
+    if isinstance(stepsize_controller, dfx.PIDController):
+        stepsize_controller = _traced_tolerances(stepsize_controller, dtype)
+    if not isinstance(saveat, SaveAt):
+        raise TypeError(
+            f"`saveat` must be a `flows.SaveAt` (e.g. `flows.SaveAt(ts=ts)`), got {saveat!r}."
+        )
+    if not isinstance(adjoint, dfx.AbstractAdjoint):
+        raise TypeError(
+            f"`adjoint` must be a diffrax adjoint (e.g. `diffrax.RecursiveCheckpointAdjoint()`), "
+            f"got {adjoint!r}."
+        )
+    for kind, reason in _REFUSED_ADJOINTS.items():
+        if isinstance(adjoint, kind):
+            raise ValueError(reason)
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1
+    ):
+        raise ValueError(f"`max_steps` must be a positive integer or None, got {max_steps!r}.")
+    if max_steps is None and isinstance(adjoint, dfx.RecursiveCheckpointAdjoint):
+        if adjoint.checkpoints is None:
+            raise ValueError(
+                "`max_steps=None` needs an adjoint that does not bound the steps: "
+                "`diffrax.RecursiveCheckpointAdjoint(checkpoints=N)` or "
+                "`diffrax.DirectAdjoint()`, or a finite `max_steps`."
+            )
+    if not isinstance(throw, bool | np.bool_):
+        raise TypeError(f"`throw` must be a bool, got {throw!r}.")
+    if not isinstance(progress_meter, dfx.AbstractProgressMeter):
+        raise TypeError(
+            "`progress_meter` must be a diffrax progress meter (`diffrax.NoProgressMeter()`, "
+            f"`diffrax.TqdmProgressMeter()`, `diffrax.TextProgressMeter()`), got "
+            f"{progress_meter!r}."
+        )
+    if isinstance(max_events, bool) or not isinstance(max_events, int | np.integer):
+        raise TypeError(f"`max_events` must be a non-negative integer, got {max_events!r}.")
+    if max_events < 0:
+        raise ValueError(f"`max_events` must be a non-negative integer, got {max_events}.")
+    t0, t1 = times["t0"], times["t1"]
+    if _concrete(t0, t1) and not bool(t1 > t0):
+        raise ValueError(f"`t1` must be greater than `t0` = {float(t0)}, got {float(t1)}.")
+    if saveat.ts is not None and _concrete(t0, t1, saveat.ts):
+        ts = np.asarray(saveat.ts)
+        if np.any(np.diff(ts) < 0):
+            raise ValueError(f"`SaveAt(ts=...)` must be non-decreasing, got {ts}.")
+        if ts[0] < float(t0) or ts[-1] > float(t1):
+            raise ValueError(
+                f"`SaveAt(ts=...)` must lie in [t0, t1] = [{float(t0)}, {float(t1)}], got "
+                f"[{ts[0]}, {ts[-1]}]."
+            )
+    return dict(
+        t0=t0,
+        t1=t1,
+        dt0=times["dt0"],
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        saveat=saveat,
+        adjoint=adjoint,
+        max_steps=None if max_steps is None else int(max_steps),
+        throw=bool(throw),
+        progress_meter=progress_meter,
+        max_events=int(max_events),
+    )
+
+
+def as_traced(t0, t1, options: dict):
+    """Times and PID tolerances as arrays, for an outer `filter_jit` that should trace
+    them (Python floats would be static: part of its cache key)."""
+    dtype = jnp.result_type(float)
+    t0, t1 = _scalar(t0, "t0", dtype), _scalar(t1, "t1", dtype)
+    controller = options.get("stepsize_controller")
+    if isinstance(controller, dfx.PIDController):
+        options = {**options, "stepsize_controller": _traced_tolerances(controller, dtype)}
+    if options.get("dt0") is not None:
+        options = {**options, "dt0": _scalar(options["dt0"], "dt0", dtype)}
+    return t0, t1, options
+
+
+def _scalar(value, name, dtype):
+    if isinstance(value, str | bytes) or not _real(value):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+    value = jnp.asarray(value)
+    if value.shape != ():
+        raise ValueError(f"`{name}` must be a scalar, got an array of shape {value.shape}.")
+    if _concrete(value) and not np.isfinite(np.asarray(value)):
+        raise ValueError(f"`{name}` must be finite, got {float(value)}.")
+    return value.astype(dtype)
+
+
+def _real(value) -> bool:
+    try:
+        kind = jnp.asarray(value).dtype
+    except TypeError:
+        return False
+    return jnp.issubdtype(kind, jnp.integer) or jnp.issubdtype(kind, jnp.floating)
+
+
+def _concrete(*xs) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def _traced_tolerances(controller: dfx.PIDController, dtype) -> dfx.PIDController:
+    # As arrays, the tolerances are traced values of the compiled solve: another
+    # tolerance recompiles nothing (Python floats would be part of the cache key).
+    for name in ("rtol", "atol"):
+        value = getattr(controller, name)
+        if isinstance(value, str) or not _real(value) or jnp.shape(value) != ():
+            raise TypeError(f"`stepsize_controller.{name}` must be a real scalar, got {value!r}.")
+        if _concrete(value) and not (0 < float(value) < 1):
+            raise ValueError(
+                f"`stepsize_controller.{name}` must lie in (0, 1), got {float(value)}."
+            )
+    return eqx.tree_at(
+        lambda c: (c.rtol, c.atol),
+        controller,
+        (jnp.asarray(controller.rtol, dtype), jnp.asarray(controller.atol, dtype)),
+    )
 
 
 def integrate(
     vector_field: Callable,
     y0,
     save: Callable,
-    t0,
-    t1,
-    ts,
     *,
-    rtol,
-    atol,
-    dt0,
-    max_steps,
+    options: dict,
+    args,
     switching: Callable | None = None,
     extra=None,
     on_event: Callable | None = None,
-    max_events: int = 100,
-    **options,
-) -> FlowSolution:
-    """Validate the options, then solve $y' = $ `vector_field(y, args)` saving
-    `save(y, args)` at `ts`.
+) -> tuple[FlowSolution, Any]:
+    r"""Solve $y' = $ `vector_field(y, args)` saving `save(y, args)`; return the solution
+    and the state at $t_1$ (where the solve stopped, if it failed).
 
-    Checks of values run on the host with NumPy (no device round trips); checks of
-    shapes run while tracing `_integrate`, so a cached call pays for neither. Times and
-    tolerances are passed as arrays so that changing them does not recompile.
-
-    Without `switching`, `args` is `None` and this is one solve. With it,
-    `switching(y, extra)` returns a 1-D array $g(y)$ whose signs define the current
-    smooth piece; `args` is `(pattern, extra)` with `pattern` the boolean $g > 0$ at the
-    start of each piece, and an event ends the piece when some $g_i$ leaves the sign it
-    had there. Then `on_event(y, pattern, extra, crossed)` (default: flip
-    `pattern[crossed]`, an array of indices)
-    returns the next piece's `(pattern, extra)`; `extra` is any PyTree of arrays of
-    fixed shapes that the pieces need (e.g. the weight signs of a ReLU network).
-    `options` are the remaining keyword arguments of `_integrate`.
+    `options` come from `check_options`. Without `switching` this is one solve, under
+    `jit`. With it, `switching(y, extra)` returns a 1-D array $g(y)$ whose signs define
+    the current smooth piece; the vector field and the summary receive
+    `(args, (pattern, extra))` with `pattern` the boolean $g > 0$ at the start of the
+    piece, and an event ends the piece when some $g_i$ leaves the sign it had there.
+    Then `on_event(y, pattern, extra, crossed)` (default: flip `pattern[crossed]`, an
+    array of indices) returns the next piece's `(pattern, extra)`; `extra` is any
+    PyTree of arrays of fixed shapes that the pieces need (e.g. the weight signs of a
+    ReLU network). The restarts are a host-side loop: a piecewise flow cannot be traced.
     """
-    dtype = jnp.result_type(float)
-    t0, t1, rtol, atol = (np.asarray(x, dtype) for x in (t0, t1, rtol, atol))
-    if not t1 > t0:
-        raise ValueError(f"`t1` must be greater than `t0` = {t0}, got {t1}.")
-    for name, x in (("rtol", rtol), ("atol", atol)):
-        if not x > 0:
-            raise ValueError(f"`{name}` must be positive, got {x}.")
-    if max_steps is not None and int(max_steps) < 1:
-        raise ValueError(f"`max_steps` must be a positive integer or None, got {max_steps}.")
-    if int(max_events) < 0:
-        raise ValueError(f"`max_events` must be a non-negative integer, got {max_events}.")
-    ts = np.array([t0, t1], dtype) if ts is None else np.asarray(ts, dtype)
-    if ts.ndim != 1 or ts.shape[0] < 1:
-        raise ValueError(f"`ts` must be a non-empty 1-D array of times, got shape {ts.shape}.")
-    if np.any(np.diff(ts) < 0):
-        raise ValueError("`ts` must be non-decreasing.")
-    if ts[0] < t0 or ts[-1] > t1:
-        raise ValueError(f"`ts` must lie in [t0, t1] = [{t0}, {t1}], got [{ts[0]}, {ts[-1]}].")
-    options = dict(
-        rtol=rtol,
-        atol=atol,
-        dt0=None if dt0 is None else np.asarray(dt0, dtype),
-        max_steps=max_steps,
-        **options,
-    )
+    options = dict(options)
+    max_events = options.pop("max_events")
     if switching is None:
-        sol, _, _ = _integrate(vector_field, y0, save, t0, t1, ts, None, cond=None, **options)
-        return sol
+        sol, y1, _ = _integrate(vector_field, y0, save, args, cond=None, **options)
+        return sol, y1
     return _integrate_piecewise(
         vector_field,
         y0,
         save,
         switching,
-        t0,
-        t1,
-        ts,
+        args,
         extra=extra,
         on_event=_flip if on_event is None else on_event,
-        max_events=int(max_events),
+        max_events=max_events,
         **options,
     )
 
@@ -121,6 +275,11 @@ def _check_shapes(vector_field, save, y0, args):
         )
 
 
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
 class _LeavesPattern(eqx.Module):
     r"""Event condition $\min_i s_i g_i(y)$, $s_i = \pm 1$ the signs at the piece's start.
 
@@ -134,7 +293,7 @@ class _LeavesPattern(eqx.Module):
     switching: Callable
 
     def __call__(self, t, y, args, **kwargs):
-        pattern, extra = args
+        _, (pattern, extra) = args
         g = self.switching(y, extra)
         # An exact zero is not a switching function but a degenerate one: e.g. a neuron
         # of a bias-free net whose inputs are all switched off on a sample. It stays 0
@@ -147,22 +306,34 @@ def _integrate(
     vector_field: Callable,
     y0,
     save: Callable,
-    t0,
-    t1,
-    ts,
     args,
     *,
     cond,
-    solver,
-    rtol,
-    atol,
+    t0,
+    t1,
     dt0,
-    max_steps,
+    solver,
+    stepsize_controller,
+    saveat: SaveAt,
     adjoint,
-    progress: bool,
+    max_steps,
     throw: bool,
+    progress_meter,
+    start=None,
 ):
     _check_shapes(vector_field, save, y0, args)
+    t1 = eqx.error_if(t1, t1 <= t0, "`t1` must be greater than `t0`.")
+    ts = saveat.times(t0, t1)
+    ts = eqx.error_if(ts, jnp.any(ts[1:] < ts[:-1]), "`SaveAt(ts=...)` must be non-decreasing.")
+    ts = eqx.error_if(
+        ts, jnp.any((ts < t0) | (ts > t1)), "`SaveAt(ts=...)` must lie in [t0, t1]."
+    )
+    if start is not None:  # a later piece of a piecewise flow
+        t0, ts = start, jnp.maximum(ts, start)
+    # A non-finite start is reported as such, not as "maximum steps reached" after the
+    # step-size controller has rejected every step.
+    start_ok = _all_finite(y0) & _all_finite(save(y0, args)["loss"])
+    start_ok = start_ok & _all_finite(vector_field(y0, args))
     if cond is None:
         event = None
     else:
@@ -190,75 +361,83 @@ def _integrate(
                 dfx.SubSaveAt(t1=True),
             )
         ),
-        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
+        stepsize_controller=stepsize_controller,
         adjoint=adjoint,
         event=event,
         max_steps=max_steps,
         throw=False,
-        progress_meter=dfx.TqdmProgressMeter() if progress else dfx.NoProgressMeter(),
+        progress_meter=progress_meter,
     )
     saved, last = sol.ys
-    t_last = sol.ts[1][-1]
-    y_last = jax.tree.map(lambda x: x[-1], last)
+    y1 = jax.tree.map(lambda x: x[-1], last)
     # A state that went non-finite is a failure even if diffrax's controller let it
-    # through: say so instead of returning a trajectory of NaNs as "successful".
-    # Only the saves the solve reached count (diffrax marks the others with t = inf).
+    # through (or gave up on it as "maximum steps"): say so instead of returning a
+    # trajectory of NaNs. Only the saves the solve reached count (diffrax marks the
+    # others with t = inf).
     reached = jnp.isfinite(sol.ts[0])
 
-    def all_finite(x):
-        return jnp.all(jnp.isfinite(x) | ~reached.reshape(reached.shape + (1,) * (x.ndim - 1)))
+    def finite_where_reached(x):
+        mask = reached.reshape(reached.shape + (1,) * (x.ndim - 1))
+        return jnp.all(jnp.isfinite(x) | ~mask)
 
-    finite = jnp.all(jnp.stack([all_finite(x) for x in jax.tree.leaves(saved["z"])]))
-    finite = finite & jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(y_last)])
-    )
-    ok = (sol.result == dfx.RESULTS.successful) | (sol.result == dfx.RESULTS.event_occurred)
-    result = dfx.RESULTS.where(ok & ~finite, dfx.RESULTS.nonfinite, sol.result)
+    leaves = [finite_where_reached(x) for x in jax.tree.leaves(saved["z"])]
+    finite = jnp.all(jnp.stack(leaves)) & _all_finite(y1)
+    result = RESULTS.promote(sol.result)
+    result = RESULTS.where(~finite, RESULTS.nonfinite, result)
+    result = RESULTS.where(start_ok, result, RESULTS.nonfinite_initial_state)
     out = FlowSolution(
+        t0=jnp.asarray(t0),
+        t1=jnp.asarray(t1),
         ts=sol.ts[0],
         zs=saved["z"],
         losses=saved["loss"],
         conserved=saved.get("laws"),
         params=saved.get("params"),
+        final=None,
         result=result,
         stats=sol.stats,
     )
     if throw and cond is None:
-        out = result.error_if(out, result != dfx.RESULTS.successful)
-    return out, t_last, y_last
+        out = result.error_if(out, result != RESULTS.successful)
+    return out, y1, sol.ts[1][-1]
 
 
 def _integrate_piecewise(
-    vector_field, y0, save, switching, t0, t1, ts, *, extra, on_event, max_events, throw, **options
-) -> FlowSolution:
+    vector_field, y0, save, switching, args, *, extra, on_event, max_events, throw, **options
+):
     # A host-side loop over the smooth pieces; every piece reuses one compilation
     # (times, state and pattern are arrays of fixed shapes).
+    t0, t1 = options["t0"], options["t1"]
+    if not _concrete(t0, t1, *jax.tree.leaves(eqx.filter(y0, eqx.is_array))):
+        raise TypeError(
+            "A flow with activation-pattern events (a ReLU network on data) restarts on "
+            "the host after each event, so it cannot run under `jax.jit`/`jax.vmap`; "
+            "call it outside the transformation (the pieces are compiled once)."
+        )
     cond = _LeavesPattern(switching)
     pattern = np.asarray(switching(y0, extra)) > 0
     start, y = t0, y0
     pieces, event_times = [], []
     while True:
-        piece, t_end, y_end = _integrate(
+        piece, y_end, t_end = _integrate(
             vector_field,
             y,
             save,
-            start,
-            t1,
-            np.maximum(ts, start),
-            (jnp.asarray(pattern), extra),
+            (args, (jnp.asarray(pattern), extra)),
             cond=cond,
             throw=False,
+            start=start,
             **options,
         )
-        event = piece.result == dfx.RESULTS.event_occurred
+        event = bool(piece.result == RESULTS.event_occurred)
         t_end = float(t_end) if event else float(t1)
-        pieces.append((start, t_end, piece))
+        pieces.append((float(start), t_end, piece))
         if not event:
             result = piece.result
             break
         event_times.append(t_end)
         if len(event_times) > max_events:
-            result = piece.result
+            result = RESULTS.max_events_reached
             break
         g = np.asarray(switching(y_end, extra))
         # What crossed: the minimiser of the condition, and anything else already on
@@ -266,9 +445,10 @@ def _integrate_piecewise(
         signed = np.where(g == 0, np.inf, np.where(pattern, g, -g))
         crossed = np.union1d(np.flatnonzero(signed < 0), [np.argmin(signed)]).astype(int)
         pattern, extra = on_event(y_end, pattern, extra, crossed)
-        start, y = np.asarray(t_end, ts.dtype), y_end
+        start, y = jnp.asarray(t_end, jnp.result_type(t0)), y_end
 
     first = pieces[0][2]
+    ts = np.asarray(options["saveat"].times(t0, t1))
     merged = {"zs": first.zs, "losses": first.losses, "conserved": first.conserved}
     merged["params"] = first.params
     for lo, hi, piece in pieces[1:]:
@@ -284,21 +464,15 @@ def _integrate_piecewise(
         for k, v in first.stats.items()
     }
     sol = FlowSolution(
+        t0=first.t0,
+        t1=first.t1,
         ts=jnp.asarray(ts),
+        final=None,
         result=result,
         stats=stats,
         event_times=jnp.asarray(event_times, ts.dtype),
         **merged,
     )
-    if throw:
-        if len(event_times) > max_events:
-            raise RuntimeError(
-                f"The activation pattern changed more than `max_events` = {max_events} "
-                f"times before t1 = {float(t1)} (last change at t = {event_times[-1]}). "
-                "Raise `max_events`, or shorten the time span."
-            )
-        if not sol.successful:
-            raise RuntimeError(
-                f"The flow failed after {len(event_times)} pattern change(s): {sol.message}"
-            )
-    return sol
+    if throw and not sol.successful:
+        sol = sol.result.error_if(sol, sol.result != RESULTS.successful)
+    return sol, y_end

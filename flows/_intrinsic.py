@@ -1,6 +1,7 @@
 """The intrinsic flow z' = −K(z)∇f(z)."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import Any
 
 import diffrax as dfx
 import equinox as eqx
@@ -9,23 +10,24 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, ArrayLike, PyTree, Real, Scalar
+from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from manifolds import AbstractReLUMetric
 from models import AbstractReLUNetwork
 from models._custom_types import RealScalarLike
 
-from ._integrate import integrate
+from ._euclidean import DEFAULT_CONTROLLER
+from ._integrate import check_options, integrate
 from ._output_loss import OutputLoss
-from ._solution import FlowSolution
+from ._solution import FlowSolution, SaveAt
 
 
 class _IntrinsicField(eqx.Module):
     K: Callable
     f: Callable
 
-    def __call__(self, z, args=None):
-        return jax.tree.map(jnp.negative, self.K(z).mv(jax.grad(self.f)(z)))
+    def __call__(self, z, args):
+        return jax.tree.map(jnp.negative, self.K(z).mv(jax.grad(self.f)(z, args)))
 
 
 class _PathLoss(eqx.Module):
@@ -34,12 +36,12 @@ class _PathLoss(eqx.Module):
     network: AbstractReLUNetwork
     f: OutputLoss
 
-    def __call__(self, z, active):
+    def __call__(self, z, active, args):
         patterns = active.reshape(self.f.inputs.shape[0], -1)
         outputs = jax.vmap(lambda x, a: self.network.predict_from_lift(z, a, x))(
             self.f.inputs, patterns
         )
-        return self.f.loss(outputs, self.f.targets)
+        return self.f.loss(outputs, self.f.targets, args)
 
 
 class _Signed(eqx.Module):
@@ -69,8 +71,8 @@ class _PathField(eqx.Module):
     num_active: int = eqx.field(static=True)
 
     def __call__(self, z, args):
-        pattern, signs = args
-        grad = jax.grad(self.loss)(z, pattern[: self.num_active])
+        args, (pattern, signs) = args
+        grad = jax.grad(self.loss)(z, pattern[: self.num_active], args)
         K = self.signed.metric(signs)(self.signed.sanitize(z, signs))
         return jax.tree.map(jnp.negative, K.mv(grad))
 
@@ -80,7 +82,8 @@ class _PathSave(eqx.Module):
     num_active: int = eqx.field(static=True)
 
     def __call__(self, z, args):
-        return {"z": z, "loss": self.loss(z, args[0][: self.num_active])}
+        args, (pattern, _) = args
+        return {"z": z, "loss": self.loss(z, pattern[: self.num_active], args)}
 
 
 class _PathSwitching(eqx.Module):
@@ -119,41 +122,43 @@ def _path_event(signed, num_active):
 class _IntrinsicSave(eqx.Module):
     f: Callable
 
-    def __call__(self, z, args=None):
-        return {"z": z, "loss": self.f(z)}
+    def __call__(self, z, args):
+        return {"z": z, "loss": self.f(z, args)}
 
 
 def intrinsic_flow(
     K: Callable[[PyTree[Array]], lx.AbstractLinearOperator],
-    f: Callable[[PyTree[Array]], Scalar],
-    z0: PyTree[ArrayLike],
+    f: Callable[[PyTree[Array], Any], Scalar] | OutputLoss,
+    t0: RealScalarLike,
     t1: RealScalarLike,
+    z0: PyTree[ArrayLike],
     *,
-    t0: RealScalarLike = 0.0,
-    ts: Real[ArrayLike, " T"] | Sequence[float] | None = None,
-    solver: dfx.AbstractAdaptiveSolver = dfx.Tsit5(),
-    rtol: RealScalarLike = 1e-8,
-    atol: RealScalarLike = 1e-8,
+    args: PyTree = None,
+    solver: dfx.AbstractSolver = dfx.Tsit5(),
+    stepsize_controller: dfx.AbstractStepSizeController = DEFAULT_CONTROLLER,
     dt0: RealScalarLike | None = None,
-    max_steps: int | None = 100_000,
+    saveat: SaveAt = SaveAt(t0=True, t1=True),
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
-    progress: bool = False,
+    max_steps: int | None = 100_000,
     throw: bool = True,
+    progress_meter: dfx.AbstractProgressMeter = dfx.NoProgressMeter(),
     max_events: int = 100,
 ) -> FlowSolution:
     r"""Integrate the intrinsic (Riemannian) gradient flow on $z$.
 
-    $$z'(t) = -K(z(t))\,\nabla f(z(t)), \qquad z(t_0) = z_0.$$
+    $$z'(t) = -K(z(t))\,\nabla f(z(t), \text{args}), \qquad z(t_0) = z_0.$$
 
     When the Euclidean flow is intrinsic with metric $K$ on the level set of $\theta_0$ and
     $z_0 = \varphi(\theta_0)$, this reproduces $\varphi(\theta(t))$ of
     [`flows.euclidean_flow`][] while integrating only $d$ instead of $D$ variables.
+    Safe under `jax.jit`, `jax.vmap` and `jax.grad` (with respect to $z_0$, the metric's
+    conserved values, `args`, the times), as [`flows.euclidean_flow`][] is.
 
-    **Arguments:**
+    **Main arguments:**
 
     - `K`: $z \mapsto K(z)$, a `lineax` operator on $z$-shaped arrays; typically
       `manifolds.intrinsic_metric(model)`.
-    - `f`: the loss as a function of $z$, returning a scalar. Or, with the metric of a
+    - `f`: the loss `f(z, args)`, returning a scalar. Or, with the metric of a
       ReLU network as `K`, an [`flows.OutputLoss`][]: the network's outputs are then
       computed from $z$ with the activation pattern of the network recovered from $z$
       (`K.recover(z)`), which is recomputed at each change of pattern on the inputs
@@ -164,20 +169,42 @@ def intrinsic_flow(
       information on the direction of that neuron's other weights at that instant
       (the fibre over $z_j = 0$ is a sphere), and the intrinsic flow follows the
       Euclidean one only as accurately as the solver resolves $z_j \approx 0$.
+    - `t0`, `t1`: the time span.
     - `z0`: the initial state, e.g. `model.lift()`.
-    - the other arguments are those of [`flows.euclidean_flow`][].
+    - `args`, `saveat`: as for [`flows.euclidean_flow`][].
 
-    **Returns:** a [`flows.FlowSolution`][] with `conserved=None`.
+    **Other arguments:** those of [`flows.euclidean_flow`][].
+
+    **Returns:** a [`flows.FlowSolution`][] with `conserved=None` and `final` = $z(t_1)$.
     """
-    if not callable(K) or not callable(f):
-        raise TypeError("`K` and `f` must be callables (z -> operator, z -> scalar).")
-    z0 = jax.tree.map(jnp.asarray, z0)
-    leaves = jax.tree.leaves(z0)
-    if not leaves or not all(jnp.issubdtype(x.dtype, jnp.floating) for x in leaves):
-        raise TypeError("`z0` must be a (PyTree of) floating array(s).")
-    for x in leaves:
-        if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
-            raise ValueError(f"`z0` must be finite, got an array with non-finite entries: {x}.")
+    options = check_options(
+        t0=t0,
+        t1=t1,
+        args=args,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        dt0=dt0,
+        saveat=saveat,
+        adjoint=adjoint,
+        max_steps=max_steps,
+        throw=throw,
+        progress_meter=progress_meter,
+        max_events=max_events,
+    )
+    if not callable(K):
+        raise TypeError(
+            "`K` must be a metric z -> lineax operator (e.g. "
+            f"`manifolds.intrinsic_metric(model)`), got {K!r}."
+        )
+    if not callable(f):
+        raise TypeError(f"`f` must be a callable (z, args) -> scalar loss, got {f!r}.")
+    z0 = _check_state(z0)
+    if saveat.params:
+        raise ValueError(
+            "`SaveAt(params=True)` saves the model of a Euclidean flow; the intrinsic "
+            "flow has no parameters (its state z is in `solution.zs`)."
+        )
+    _check_operator(K, z0)
 
     switching, piecewise = None, {}
     if isinstance(f, OutputLoss):
@@ -195,22 +222,52 @@ def intrinsic_flow(
         piecewise = dict(extra=K.signs, on_event=_path_event(signed, num_active))
     else:
         field, save = _IntrinsicField(K, f), _IntrinsicSave(f)
-    return integrate(
-        field,
-        z0,
-        save,
-        t0,
-        t1,
-        ts,
-        solver=solver,
-        rtol=rtol,
-        atol=atol,
-        dt0=dt0,
-        max_steps=max_steps,
-        adjoint=adjoint,
-        progress=progress,
-        throw=throw,
-        switching=switching,
-        max_events=max_events,
-        **piecewise,
+    sol, z1 = integrate(
+        field, z0, save, options=options, args=args, switching=switching, **piecewise
     )
+    return eqx.tree_at(lambda s: s.final, sol, z1, is_leaf=lambda x: x is None)
+
+
+def _check_state(z0):
+    leaves = jax.tree.leaves(z0)
+    try:
+        z0 = jax.tree.map(jnp.asarray, z0)
+    except TypeError:
+        raise TypeError(f"`z0` must be a (PyTree of) floating array(s), got {z0!r}.") from None
+    leaves = jax.tree.leaves(z0)
+    if not leaves or not all(jnp.issubdtype(x.dtype, jnp.floating) for x in leaves):
+        raise TypeError(
+            "`z0` must be a (PyTree of) floating array(s), got dtypes "
+            f"{[str(x.dtype) for x in leaves]}."
+        )
+    for x in leaves:
+        if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+            raise ValueError(
+                f"`z0` must be finite, got an array of shape {x.shape} with "
+                f"{int(jnp.sum(~jnp.isfinite(x)))} non-finite entries."
+            )
+    return z0
+
+
+def _check_operator(K, z0):
+    # Trace the metric once at z0 (shapes only): a K that does not return a lineax
+    # operator on z-shaped arrays is an error here, not deep inside the solve.
+    try:
+        op = eqx.filter_eval_shape(K, z0)
+    except Exception as e:  # the metric's own error is the informative one
+        raise type(e)(f"Evaluating `K(z0)` failed: {e}") from e
+    if not isinstance(op, lx.AbstractLinearOperator):
+        raise TypeError(
+            "`K(z)` must return a lineax linear operator (e.g. `lineax.MatrixLinearOperator`), "
+            f"got {type(op).__name__}."
+        )
+    struct = jax.tree.map(lambda x: (x.shape, x.dtype), op.in_structure())
+    expected = jax.tree.map(lambda x: (x.shape, x.dtype), z0)
+    if jax.tree.structure(op.in_structure()) != jax.tree.structure(z0) or jax.tree.leaves(
+        struct
+    ) != jax.tree.leaves(expected):
+        raise ValueError(
+            f"`K(z0)` acts on arrays shaped {struct}, but `z0` is shaped {expected}: "
+            "check that `z0` is `model.lift()` of the model the metric was built for "
+            "(not transposed)."
+        )

@@ -1,6 +1,7 @@
 """A loss on a network's outputs over a fixed dataset."""
 
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -9,9 +10,10 @@ from jaxtyping import Array, Float, Scalar
 
 
 def half_mean_squared_error(
-    outputs: Float[Array, "N n_out"], targets: Float[Array, "N n_out"]
+    outputs: Float[Array, "N n_out"], targets: Float[Array, "N n_out"], args: Any = None
 ) -> Scalar:
-    r"""$\frac{1}{2N}\sum_{i=1}^N \|y_i - \hat y_i\|^2$."""
+    r"""$\frac{1}{2N}\sum_{i=1}^N \|y_i - \hat y_i\|^2$ (`args` is unused)."""
+    del args
     return 0.5 * jnp.mean(jnp.sum((outputs - targets) ** 2, axis=-1))
 
 
@@ -36,7 +38,10 @@ class OutputLoss(eqx.Module):
 
     - `inputs`: the inputs $x_i$, shape `(N, n_in)`.
     - `targets`: the targets $y_i$, shape `(N, n_out)`.
-    - `loss`: `(outputs, targets) -> scalar`.
+    - `loss`: `(outputs, targets, args) -> scalar`; `args` is the flow's `args`.
+
+    The data are array fields: a new dataset of the same shapes is a new value of the
+    same structure, and recompiles nothing.
     """
 
     inputs: Float[Array, "N n_in"] = eqx.field(converter=jnp.asarray)
@@ -55,6 +60,6 @@ class OutputLoss(eqx.Module):
                 f"{self.targets.shape[0]}."
             )
 
-    def __call__(self, network: Callable) -> Scalar:
+    def __call__(self, network: Callable, args: Any = None) -> Scalar:
         """The loss of `network` (a function of one input) on the dataset."""
-        return self.loss(jax.vmap(network)(self.inputs), self.targets)
+        return self.loss(jax.vmap(network)(self.inputs), self.targets, args)
