@@ -1,5 +1,7 @@
 """What a flow saves (`SaveAt`), what it returns (`FlowSolution`) and how it can fail."""
 
+from collections.abc import Sequence
+
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -56,7 +58,7 @@ class SaveAt(eqx.Module):
         *,
         t0: bool = False,
         t1: bool = False,
-        ts: Real[ArrayLike, " T"] | None = None,
+        ts: Real[ArrayLike, " T"] | Sequence[float] | None = None,
         params: bool = False,
     ):
         for name, value in (("t0", t0), ("t1", t1), ("params", params)):

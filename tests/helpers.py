@@ -77,7 +77,7 @@ def quadratic_loss(key, z_struct):
     a = jax.random.normal(ka, (d + 2, d)) / np.sqrt(d)
     b = jax.random.normal(kb, (d + 2,))
 
-    def f(z):
+    def f(z, args=None):
         r = a @ jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(z)]) - b
         return 0.5 * jnp.sum(r**2)
 

@@ -1,5 +1,6 @@
 """Checkpointed Euclidean flows: chunks written atomically, interrupted runs resume."""
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,17 +16,20 @@ def _setup(key):
     X = jax.random.normal(kx, (3, 8))
     Y = jax.random.normal(ky, (2, 8))
     model = models.TwoLayerLinear.random(km, 2, 3, 3)
-    return model, lambda z: 0.5 * jnp.mean((z @ X - Y) ** 2)
+    return model, lambda z, args: 0.5 * jnp.mean((z @ X - Y) ** 2)
 
 
 def test_resumable_flow_matches_one_solve_and_resumes(getkey, tmp_path, monkeypatch):
     model, f = _setup(getkey())
     ts = jnp.linspace(0.0, 4.0, 9)
-    opts = dict(ts=ts, rtol=1e-10, atol=1e-10)
-    whole = flows.euclidean_flow(model, f, 4.0, **opts)
+    opts = dict(
+        saveat=flows.SaveAt(ts=ts), stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-10)
+    )
+    whole = flows.euclidean_flow(model, f, 0.0, 4.0, **opts)
     path = str(tmp_path / "run.eqx")
-    full = flows.resumable_euclidean_flow(model, f, 4.0, path=path, num_chunks=4, **opts)
+    full = flows.resumable_euclidean_flow(model, f, 0.0, 4.0, path=path, num_chunks=4, **opts)
     assert full.successful
+    np.testing.assert_allclose(full.final.lift(), whole.final.lift(), rtol=0, atol=1e-8)
     # Restarting the solver at each chunk changes only the step sequence.
     np.testing.assert_allclose(full.zs, whole.zs, rtol=0, atol=1e-8)
     np.testing.assert_allclose(full.conserved, whole.conserved, rtol=0, atol=1e-8)
@@ -43,14 +47,14 @@ def test_resumable_flow_matches_one_solve_and_resumes(getkey, tmp_path, monkeypa
 
     monkeypatch.setattr(checkpoint, "_solve_chunk", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        flows.resumable_euclidean_flow(model, f, 4.0, path=path2, num_chunks=4, **opts)
+        flows.resumable_euclidean_flow(model, f, 0.0, 4.0, path=path2, num_chunks=4, **opts)
     monkeypatch.setattr(checkpoint, "_solve_chunk", solve)
     # ... then resume: only chunks 3 and 4 are solved, and the result is identical.
     resumed_from = []
     monkeypatch.setattr(
         checkpoint, "_solve_chunk", lambda *a: resumed_from.append(a[2]) or solve(*a)
     )
-    resumed = flows.resumable_euclidean_flow(model, f, 4.0, path=path2, num_chunks=4, **opts)
+    resumed = flows.resumable_euclidean_flow(model, f, 0.0, 4.0, path=path2, num_chunks=4, **opts)
     assert [float(t) for t in resumed_from] == [2.0, 3.0]
     np.testing.assert_array_equal(resumed.zs, full.zs)
     np.testing.assert_array_equal(resumed.losses, full.losses)
@@ -60,11 +64,11 @@ def test_resumable_flow_matches_one_solve_and_resumes(getkey, tmp_path, monkeypa
 def test_checkpoint_of_another_run_is_refused(getkey, tmp_path):
     model, f = _setup(getkey())
     path = str(tmp_path / "run.eqx")
-    flows.resumable_euclidean_flow(model, f, 1.0, path=path, num_chunks=2)
+    flows.resumable_euclidean_flow(model, f, 0.0, 1.0, path=path, num_chunks=2)
     with pytest.raises(ValueError, match="other times or chunks"):
-        flows.resumable_euclidean_flow(model, f, 2.0, path=path, num_chunks=2)
+        flows.resumable_euclidean_flow(model, f, 0.0, 2.0, path=path, num_chunks=2)
     other = models.TwoLayerLinear.random(getkey(), 2, 2, 3)  # same z, other θ shapes
     with pytest.raises(ValueError, match="different run"):
-        flows.resumable_euclidean_flow(other, f, 1.0, path=path, num_chunks=2)
+        flows.resumable_euclidean_flow(other, f, 0.0, 1.0, path=path, num_chunks=2)
     with pytest.raises(ValueError, match="num_chunks"):
-        flows.resumable_euclidean_flow(model, f, 1.0, path=path, num_chunks=0)
+        flows.resumable_euclidean_flow(model, f, 0.0, 1.0, path=path, num_chunks=0)

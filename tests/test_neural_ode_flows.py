@@ -1,5 +1,6 @@
 """Flows of linear neural ODEs: the Galerkin Euclidean flow against the intrinsic flow."""
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,9 @@ from .helpers import count_compilations
 
 T1 = 2.0
 TS = jnp.linspace(0.0, T1, 5)
-OPTIONS = dict(ts=TS, rtol=1e-10, atol=1e-10)
+OPTIONS = dict(
+    saveat=flows.SaveAt(ts=TS), stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-10)
+)
 # One loss object for the whole module, so that compiled flows are shared by the tests.
 LOSS = _regression(jax.random.key(4), 2, 2, 1)
 
@@ -35,8 +38,8 @@ def test_flows_agree_and_laws_hold_as_the_basis_grows():
     rows = []
     for degree in (2, 4, 6):
         model = models.LinearNeuralODE.relaxed_balanced(key, 2, degree=degree, lam=0.5)
-        euc = flows.euclidean_flow(model, loss, T1, **OPTIONS)
-        intr = flows.intrinsic_flow(K, loss, model.lift(), T1, **OPTIONS)
+        euc = flows.euclidean_flow(model, loss, 0.0, T1, **OPTIONS)
+        intr = flows.intrinsic_flow(K, loss, 0.0, T1, model.lift(), **OPTIONS)
         assert euc.successful and intr.successful
         assert euc.losses[-1] < 0.8 * euc.losses[0]
         deviation = float(jnp.max(flows.relative_deviation(euc, intr)))
@@ -71,9 +74,9 @@ def test_nested_solve_compiles_once():
     loss = LOSS
     first = models.LinearNeuralODE.relaxed_balanced(jax.random.key(5), 2, degree=6, lam=0.5)
     second = models.LinearNeuralODE.relaxed_balanced(jax.random.key(6), 2, degree=6, lam=-0.2)
-    flows.euclidean_flow(first, loss, T1, **OPTIONS)
+    flows.euclidean_flow(first, loss, 0.0, T1, **OPTIONS)
     with count_compilations() as counter:
-        sol = flows.euclidean_flow(second, loss, T1, **OPTIONS)
+        sol = flows.euclidean_flow(second, loss, 0.0, T1, **OPTIONS)
         jax.block_until_ready(sol.zs)
     assert counter.count == 0
     assert int(sol.stats["num_steps"]) > 10

@@ -66,10 +66,11 @@ def test_euclidean_flow_trains_a_neural_ode(getkey):
     targets = jnp.sin(2 * inputs)
     lifting = models.OutputLifting(model, inputs)
 
-    def loss(z):
+    def loss(z, targets):
         return 0.5 * jnp.mean(jnp.sum((z - targets) ** 2, axis=-1))
 
-    sol = flows.euclidean_flow(lifting, loss, 3.0, ts=jnp.linspace(0.0, 3.0, 4))
+    saveat = flows.SaveAt(ts=jnp.linspace(0.0, 3.0, 4))
+    sol = flows.euclidean_flow(lifting, loss, 0.0, 3.0, args=targets, saveat=saveat)
     assert sol.successful and sol.losses[-1] < 0.5 * sol.losses[0]
     assert sol.zs.shape == (4, 6, 2) and sol.conserved.shape == (4, 0)
 

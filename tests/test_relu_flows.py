@@ -11,7 +11,7 @@ import flows
 import manifolds
 import models
 
-OPTS = dict(rtol=1e-11, atol=1e-11)
+OPTS = dict(stepsize_controller=dfx.PIDController(rtol=1e-11, atol=1e-11))
 
 
 def _dag_with_skips(key, bias):
@@ -62,14 +62,15 @@ def _pattern(net, inputs):
 def test_flows_agree_across_pattern_changes(name):
     net, loss, t1 = _problem(name)
     ts = jnp.linspace(0.0, t1, 25)
-    euc = flows.euclidean_flow(net, loss, t1, ts=ts, save_params=True, **OPTS)
-    intr = flows.intrinsic_flow(
-        manifolds.intrinsic_metric(net), loss, net.lift(), t1, ts=ts, **OPTS
-    )
+    saveat = flows.SaveAt(ts=ts, params=True)
+    euc = flows.euclidean_flow(net, loss, 0.0, t1, saveat=saveat, **OPTS)
+    K = manifolds.intrinsic_metric(net)
+    intr = flows.intrinsic_flow(K, loss, 0.0, t1, net.lift(), saveat=flows.SaveAt(ts=ts), **OPTS)
     assert euc.successful and intr.successful
     # Not vacuous: the pattern on the data changed, and the loss went down.
     assert len(euc.event_times) >= 1
-    final = jax.tree.map(lambda x: x[-1], euc.params)
+    final = euc.final
+    assert np.allclose(final.lift(), jax.tree.map(lambda x: x[-1], euc.params).lift())
     assert np.any(_pattern(final, loss.inputs) != _pattern(net, loss.inputs))
     assert float(euc.losses[-1]) < float(euc.losses[0])
     # Both flows see the same changes at the same times. An event time is as accurate
@@ -91,7 +92,7 @@ def test_euclidean_flow_matches_a_solve_without_events():
     # at it. At rtol = atol = 1e-12 its own error at the kinks is ~1e-9.
     net, loss, T1 = _problem("mlp-2-5-1")
     ts = jnp.linspace(0.0, T1, 13)
-    euc = flows.euclidean_flow(net, loss, T1, ts=ts, save_params=True, **OPTS)
+    euc = flows.euclidean_flow(net, loss, 0.0, T1, saveat=flows.SaveAt(ts=ts), **OPTS)
     params, static = eqx.partition(net, eqx.is_inexact_array)
 
     def field(t, p, args):
@@ -117,10 +118,11 @@ def test_euclidean_flow_matches_a_solve_without_events():
 
 def test_too_many_pattern_changes_is_reported():
     net, loss, T1 = _problem("mlp-2-5-1")
-    with pytest.raises(RuntimeError, match="max_events"):
-        flows.euclidean_flow(net, loss, T1, max_events=0, **OPTS)
-    sol = flows.euclidean_flow(net, loss, T1, max_events=0, throw=False, **OPTS)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="max_events"):
+        flows.euclidean_flow(net, loss, 0.0, T1, max_events=0, **OPTS)
+    sol = flows.euclidean_flow(net, loss, 0.0, T1, max_events=0, throw=False, **OPTS)
     assert not sol.successful
+    assert sol.result == flows.RESULTS.max_events_reached
     assert len(sol.event_times) == 1
     assert np.all(np.isinf(np.asarray(sol.losses[-1])))
 
@@ -132,7 +134,12 @@ def test_output_loss_errors():
         flows.OutputLoss(jnp.zeros(3), jnp.zeros((3, 1)))
     loss = flows.OutputLoss(jnp.ones((3, 2)), jnp.zeros((3, 1)))
     with pytest.raises(TypeError, match="callable"):
-        flows.euclidean_flow(models.DiagonalLinear.random(jax.random.key(0), (2,), 2), loss, 1.0)
+        flows.euclidean_flow(
+            models.DiagonalLinear.random(jax.random.key(0), (2,), 2), loss, 0.0, 1.0
+        )
     uv = models.DiagonalLinear.random(jax.random.key(0), (2,), 2)
     with pytest.raises(TypeError, match="ReLU"):
-        flows.intrinsic_flow(manifolds.intrinsic_metric(uv), loss, uv.lift(), 1.0)
+        flows.intrinsic_flow(manifolds.intrinsic_metric(uv), loss, 0.0, 1.0, uv.lift())
+    net, loss, _ = _problem("mlp-2-5-1")
+    with pytest.raises(TypeError, match="host"):  # the restarts are a host loop
+        jax.jit(lambda t1: flows.euclidean_flow(net, loss, 0.0, t1).losses)(1.0)
