@@ -123,7 +123,7 @@ def _relu_network(key, c):
 def _relu(c):
     # Student and teacher of one architecture; the student regresses the teacher's
     # outputs on Gaussian inputs, with the loss on the network's outputs.
-    from ._output_loss import OutputLoss
+    from flows import OutputLoss
 
     kstudent, kteacher, kx = jax.random.split(jax.random.key(c["seed"]), 3)
     model = _relu_network(kstudent, c)

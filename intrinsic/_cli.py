@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from ._cli_options import config_of, make_parser
+from ._options import config_of, make_parser
 
 
 def _run(args, parser) -> int:
@@ -13,10 +13,9 @@ def _run(args, parser) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from ._euclidean import euclidean_flow
+    from flows import euclidean_flow, intrinsic_flow, relative_deviation
+
     from ._examples import EXAMPLES
-    from ._intrinsic import intrinsic_flow
-    from ._solution import relative_deviation
 
     example = EXAMPLES[args.example]
     try:
