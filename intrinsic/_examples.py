@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 import manifolds
 import models
+from flows import OutputLoss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,42 +90,24 @@ def _neural_ode(c):
     return model, loss, manifolds.intrinsic_metric(model)
 
 
-def layered_dag(key, widths, skips, *, bias, scale=1.0):
-    """A ReLUDAG with the layers `widths`, consecutive layers fully connected, plus full
-    connections from layer i to layer j for each `(i, j)` in `skips` (j > i + 1)."""
-    starts = [sum(widths[:k]) for k in range(len(widths))]
-    pairs = [(k, k + 1) for k in range(len(widths) - 1)] + [tuple(s) for s in skips]
-    for i, j in skips:
-        if not 0 <= i < j - 1 < len(widths) - 1:
-            raise ValueError(
-                f"--skip {i}:{j}: need 0 <= i and i + 1 < j <= {len(widths) - 1} (layers are "
-                f"numbered 0 = inputs to {len(widths) - 1} = outputs)"
-            )
-    edges = sorted(
-        (starts[i] + a, starts[j] + b)
-        for i, j in pairs
-        for a in range(widths[i])
-        for b in range(widths[j])
-    )
-    return models.ReLUDAG.random(
-        key, widths[0], sum(widths[1:-1]), widths[-1], edges, bias=bias, scale=scale
-    )
-
-
 def _relu_network(key, c):
     widths = tuple(c["widths"])
     if len(widths) < 3:
         raise ValueError(f"--widths needs at least one hidden layer, got {widths}")
     if c["skip"]:
-        return layered_dag(key, widths, c["skip"], bias=c["bias"], scale=c["scale"])
+        for i, j in c["skip"]:
+            if not 0 <= i < j - 1 < len(widths) - 1:
+                raise ValueError(
+                    f"--skip {i}:{j}: need 0 <= i and i + 1 < j <= {len(widths) - 1} (layers "
+                    f"are numbered 0 = inputs to {len(widths) - 1} = outputs)"
+                )
+        return models.layered_dag(key, widths, c["skip"], bias=c["bias"], scale=c["scale"])
     return models.ReLUNetwork.random(key, widths, bias=c["bias"], scale=c["scale"])
 
 
 def _relu(c):
     # Student and teacher of one architecture; the student regresses the teacher's
     # outputs on Gaussian inputs, with the loss on the network's outputs.
-    from flows import OutputLoss
-
     kstudent, kteacher, kx = jax.random.split(jax.random.key(c["seed"]), 3)
     model = _relu_network(kstudent, c)
     teacher = _relu_network(kteacher, c)
