@@ -44,8 +44,8 @@ issue's target and whether it is met on this machine.
    function object is a new static argument).
 
 3. **`intrinsic run` end to end.** Wall time of
-   `python -m flows._cli run --out TMPDIR` in a subprocess, imports and compilation
-   included (target < 20 s). Skipped, and said so, when `flows._cli` is not available.
+   `python -m intrinsic run --out TMPDIR` in a subprocess, imports and compilation
+   included (target < 20 s). Skipped, and said so, when the `intrinsic` package is not available.
 """
 
 from __future__ import annotations
@@ -459,11 +459,11 @@ def bench_flow(quick: bool) -> list[Row]:
 
 def bench_cli(quick: bool) -> list[Row]:
     name = "3 intrinsic run"
-    figure = "`python -m flows._cli run` wall time"
-    if importlib.util.find_spec("flows._cli") is None:
-        say(f"[{name}] skipped: CLI not available (no module flows._cli)")
+    figure = "`python -m intrinsic run` wall time"
+    if importlib.util.find_spec("intrinsic._cli") is None:
+        say(f"[{name}] skipped: CLI not available (no module intrinsic._cli)")
         return [Row(name, figure, "skipped: CLI not available", "< 20 s", "skipped")]
-    say(f"[{name}] python -m flows._cli run --out TMPDIR (default example)")
+    say(f"[{name}] python -m intrinsic run --out TMPDIR (default example)")
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-c", "import flows, manifolds, models, matplotlib.pyplot"],
@@ -475,7 +475,7 @@ def bench_cli(quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "flows._cli", "run", "--out", out],
+            [sys.executable, "-m", "intrinsic", "run", "--out", out],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,

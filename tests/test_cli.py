@@ -5,12 +5,12 @@ import sys
 
 import pytest
 
-from flows._cli import main
+from intrinsic._cli import main
 
 
 def _run(*args):
     return subprocess.run(
-        [sys.executable, "-m", "flows._cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "intrinsic", *args], capture_output=True, text=True, timeout=300
     )
 
 
@@ -110,7 +110,7 @@ def test_analyze_user_factorization(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "flows._cli", "analyze", "my_arch:build"],
+        [sys.executable, "-m", "intrinsic", "analyze", "my_arch:build"],
         capture_output=True,
         text=True,
         timeout=300,

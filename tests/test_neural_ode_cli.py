@@ -11,7 +11,7 @@ def test_cli_run_neural_ode(tmp_path):
         [
             sys.executable,
             "-m",
-            "flows._cli",
+            "intrinsic",
             "run",
             "neural-ode",
             "--degree",

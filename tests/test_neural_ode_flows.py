@@ -8,7 +8,7 @@ import numpy as np
 import flows
 import manifolds
 import models
-from flows._examples import _regression
+from intrinsic._examples import _regression
 
 from .helpers import count_compilations
 

@@ -431,3 +431,38 @@ def test_zero_weights_are_allowed_in_the_model_but_not_in_the_metric():
     assert float(net(jnp.array([1.0, 5.0]))[0]) == 2.0
     with pytest.raises(ValueError, match=r"exactly zero \(first: .weights\[0\]\[0, 1\]"):
         manifolds.intrinsic_metric(net)
+
+
+def test_layered_dag_edges_and_paths(getkey):
+    # Layers 0 = {0, 1}, 1 = {2, 3}, 2 = {4, 5}, 3 = {6}; skips input -> layer 2 and
+    # layer 1 -> output, each a full bipartite connection.
+    net = models.layered_dag(getkey(), (2, 2, 2, 1), [(0, 2), (1, 3)], bias=True)
+    assert isinstance(net, models.ReLUDAG)
+    assert (net.n_inputs, net.n_hidden, net.n_outputs) == (2, 4, 1)
+    layers = [(0, 1), (2, 3), (4, 5), (6,)]
+    expected = {(u, v) for i, j in [(0, 1), (1, 2), (2, 3), (0, 2), (1, 3)]
+                for u in layers[i] for v in layers[j]}  # fmt: skip
+    assert list(net.edges) == sorted(expected)
+    # Input paths 0-1-2-3, 0-2-3, 0-1-3: 2·2·2 + 2·2 + 2·2; bias paths from layers 1, 2, 3:
+    # 2·(2 + 1) + 2 + 1.
+    assert (net.num_input_paths, net.num_paths) == (16, 16 + 9)
+    # Without skips: the graph of the layered network of the same widths.
+    widths = (3, 4, 2, 2)
+    plain = models.layered_dag(getkey(), widths)
+    mlp = models.ReLUDAG.from_network(models.ReLUNetwork.random(getkey(), widths))
+    assert set(plain.edges) == set(mlp.edges)
+    assert plain.num_paths == mlp.num_paths
+
+
+@pytest.mark.parametrize(
+    "widths, skips, match",
+    [
+        ((2, 1), (), "at least 3 widths"),
+        ((2, 3, 1), [(0, 1)], r"pairs \(i, j\) of layers .* got \(0, 1\)"),
+        ((2, 3, 1), [(0, 3)], r"i \+ 1 < j <= 2 .* got \(0, 3\)"),
+        ((2, 3, 3, 1), [(-1, 2)], r"got \(-1, 2\)"),
+    ],
+)
+def test_layered_dag_errors(widths, skips, match):
+    with pytest.raises(ValueError, match=match):
+        models.layered_dag(jax.random.key(0), widths, skips)

@@ -1,12 +1,12 @@
 import json
 
-from flows._cli import main
-from flows._reproduce import AtLeast, AtMost, Claim, Close, Equals, evaluate, reproduce
+from intrinsic._cli import main
+from intrinsic._reproduce import AtLeast, AtMost, Claim, Close, Equals, evaluate, reproduce
 
 
 def test_reproduce_quick_passes(tmp_path, capsys):
     # The one end-to-end run: every claim's first configuration, through the command.
-    from flows._claims import CLAIMS
+    from intrinsic._claims import CLAIMS
 
     assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import flows
-from flows._cli import main
-from flows._examples import EXAMPLES
-from flows._sweep import parse_param
+from intrinsic._cli import main
+from intrinsic._examples import EXAMPLES
+from intrinsic._sweep import parse_param
 
 
 def test_sweep_rows_match_single_flows(tmp_path, capsys):
@@ -54,7 +54,7 @@ def test_sweep_usage_errors(tmp_path, capsys):
 def test_sweep_on_simulated_devices(tmp_path):
     # A fresh process: the device count is fixed when the backend starts.
     out = str(tmp_path / "sharded")
-    cmd = [sys.executable, "-m", "flows._cli", "sweep", "two-layer-linear"]
+    cmd = [sys.executable, "-m", "intrinsic", "sweep", "two-layer-linear"]
     cmd += ["--param", "lam=-0.5:0.5:3", "--t1", "1", "--devices", "2", "--out", out]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

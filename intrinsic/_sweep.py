@@ -58,7 +58,7 @@ def sweep(
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    from ._ensemble import euclidean_ensemble, stack
+    from flows import euclidean_ensemble, stack
 
     if name not in config:
         raise ValueError(

@@ -1,7 +1,7 @@
 """`intrinsic reproduce`: one numerical check per claim of the theory.
 
 A claim is a statement of the theory, a function measuring the quantity that decides it on a
-configuration, and a check of that quantity; the registry of claims is `flows/_claims.py`.
+configuration, and a check of that quantity; the registry of claims is `intrinsic/_claims.py`.
 `--quick` runs the first configuration of every claim, the full run all of them.
 """
 
@@ -215,7 +215,7 @@ def _plot(rows, path):
 
 
 def reproduce(quick: bool, out: str, claims: tuple[Claim, ...] | None = None) -> int:
-    """Run the claims (default: all of `flows/_claims.py`), print the table, write `out/claims.json` and
+    """Run the claims (default: all of `intrinsic/_claims.py`), print the table, write `out/claims.json` and
     `out/claims.png`; return the exit status (1 if a claim fails)."""
     mode = "quick (first configuration of each claim)" if quick else "full"
     print(f"intrinsic reproduce, {mode}, float64", flush=True)

@@ -1,4 +1,7 @@
-"""Built-in examples for the `intrinsic` command: a factorization, a loss and its metric."""
+"""Built-in examples for the `intrinsic` command: a factorization, a loss and its metric.
+
+Names, descriptions and defaults are in `_catalog` (plain data); this module builds them.
+"""
 
 import dataclasses
 from collections.abc import Callable
@@ -8,6 +11,9 @@ import jax.numpy as jnp
 
 import manifolds
 import models
+from flows import OutputLoss
+
+from ._catalog import CATALOG, DEFAULT_EXAMPLE as DEFAULT_EXAMPLE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,42 +95,24 @@ def _neural_ode(c):
     return model, loss, manifolds.intrinsic_metric(model)
 
 
-def layered_dag(key, widths, skips, *, bias, scale=1.0):
-    """A ReLUDAG with the layers `widths`, consecutive layers fully connected, plus full
-    connections from layer i to layer j for each `(i, j)` in `skips` (j > i + 1)."""
-    starts = [sum(widths[:k]) for k in range(len(widths))]
-    pairs = [(k, k + 1) for k in range(len(widths) - 1)] + [tuple(s) for s in skips]
-    for i, j in skips:
-        if not 0 <= i < j - 1 < len(widths) - 1:
-            raise ValueError(
-                f"--skip {i}:{j}: need 0 <= i and i + 1 < j <= {len(widths) - 1} (layers are "
-                f"numbered 0 = inputs to {len(widths) - 1} = outputs)"
-            )
-    edges = sorted(
-        (starts[i] + a, starts[j] + b)
-        for i, j in pairs
-        for a in range(widths[i])
-        for b in range(widths[j])
-    )
-    return models.ReLUDAG.random(
-        key, widths[0], sum(widths[1:-1]), widths[-1], edges, bias=bias, scale=scale
-    )
-
-
 def _relu_network(key, c):
     widths = tuple(c["widths"])
     if len(widths) < 3:
         raise ValueError(f"--widths needs at least one hidden layer, got {widths}")
     if c["skip"]:
-        return layered_dag(key, widths, c["skip"], bias=c["bias"], scale=c["scale"])
+        for i, j in c["skip"]:
+            if not 0 <= i < j - 1 < len(widths) - 1:
+                raise ValueError(
+                    f"--skip {i}:{j}: need 0 <= i and i + 1 < j <= {len(widths) - 1} (layers "
+                    f"are numbered 0 = inputs to {len(widths) - 1} = outputs)"
+                )
+        return models.layered_dag(key, widths, c["skip"], bias=c["bias"], scale=c["scale"])
     return models.ReLUNetwork.random(key, widths, bias=c["bias"], scale=c["scale"])
 
 
 def _relu(c):
     # Student and teacher of one architecture; the student regresses the teacher's
     # outputs on Gaussian inputs, with the loss on the network's outputs.
-    from ._output_loss import OutputLoss
-
     kstudent, kteacher, kx = jax.random.split(jax.random.key(c["seed"]), 3)
     model = _relu_network(kstudent, c)
     teacher = _relu_network(kteacher, c)
@@ -132,54 +120,26 @@ def _relu(c):
     return model, OutputLoss(X, jax.vmap(teacher)(X)), manifolds.intrinsic_metric(model)
 
 
-EXAMPLES = {
-    e.name: e
-    for e in (
-        Example(
-            "diagonal",
-            "Diagonal linear chain z = u_1 ⊙ ... ⊙ u_L on sparse regression "
-            "(u_{j+1}^2 - u_j^2 = lam).",
-            dict(n=6, depth=2, lam=0.5, scale=0.5, t1=20.0),
-            _diagonal,
-            lambda c: models.DiagonalLinear.random(_key(c), (c["n"],), c["depth"]),
-        ),
-        Example(
-            "two-layer-linear",
-            "Two-layer linear net Z = U V^T, relaxed balanced (U^T U - V^T V = lam I), "
-            "on low-rank regression.",
-            dict(n=4, r=3, m=5, lam=0.5, scale=1.0, t1=10.0),
-            _two_layer,
-            lambda c: models.TwoLayerLinear.random(_key(c), c["n"], c["r"], c["m"]),
-        ),
-        Example(
-            "deep-linear",
-            "Deep linear net Z = W_L ... W_1 with square widths n, relaxed balanced "
-            "(W_{j+1}^T W_{j+1} - W_j W_j^T = lam I), on low-rank regression.",
-            dict(n=3, depth=3, lam=0.3, scale=1.0, t1=10.0),
-            _deep,
-            lambda c: models.DeepLinear.random(_key(c), (c["n"],) * (c["depth"] + 1)),
-        ),
-        Example(
-            "neural-ode",
-            "Linear neural ODE x'(s) = A(s) x(s), A in Legendre polynomials of degree "
-            "`degree`, relaxed balanced (H(s) = lam I up to the projection), on low-rank "
-            "regression; the log-mean metric K(z).",
-            dict(n=3, degree=10, lam=0.5, scale=1.0, t1=5.0),
-            _neural_ode,
-            lambda c: models.LinearNeuralODE.random(_key(c), c["n"], c["degree"]),
-        ),
-        Example(
-            "relu",
-            "ReLU network (layered, or a DAG with --skip I:J), student-teacher regression "
-            "on Gaussian inputs; path-lifting z, metric K(z) = M(θ(z)); both flows stop "
-            "and restart at each change of activation pattern on the data.",
-            # Seed 2: four changes of activation pattern before t1 and no weight crossing
-            # zero (where a neuron's whole path block can vanish and z forgets the
-            # direction of its weights; see flows.intrinsic_flow).
-            dict(widths=(2, 5, 1), bias=False, skip=(), samples=12, scale=1.0, t1=6.0, seed=2),
-            _relu,
-            lambda c: _relu_network(_key(c), c),
-        ),
-    )
+_BUILDERS = {
+    "diagonal": (
+        _diagonal,
+        lambda c: models.DiagonalLinear.random(_key(c), (c["n"],), c["depth"]),
+    ),
+    "two-layer-linear": (
+        _two_layer,
+        lambda c: models.TwoLayerLinear.random(_key(c), c["n"], c["r"], c["m"]),
+    ),
+    "deep-linear": (
+        _deep,
+        lambda c: models.DeepLinear.random(_key(c), (c["n"],) * (c["depth"] + 1)),
+    ),
+    "neural-ode": (
+        _neural_ode,
+        lambda c: models.LinearNeuralODE.random(_key(c), c["n"], c["degree"]),
+    ),
+    "relu": (_relu, lambda c: _relu_network(_key(c), c)),
 }
-DEFAULT_EXAMPLE = "two-layer-linear"
+EXAMPLES = {
+    name: Example(spec.name, spec.description, spec.defaults, *_BUILDERS[name])
+    for name, spec in CATALOG.items()
+}

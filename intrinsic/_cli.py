@@ -1,26 +1,29 @@
-"""The `intrinsic` command: run both flows on a built-in example and compare them."""
+"""The `intrinsic` command: run both flows on a built-in example and compare them.
+
+This module imports only the standard library: `--help`, `list` and argument errors answer at
+once; JAX, the library and the examples are imported by the command that needs them.
+"""
 
 import json
 import os
 import sys
 import time
 
-from ._cli_options import config_of, make_parser
+from ._catalog import CATALOG, DEFAULT_EXAMPLE
+from ._options import config_of, make_parser
 
 
-def _run(args, parser) -> int:
+def _run(args, parser, config) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from ._euclidean import euclidean_flow
+    from flows import euclidean_flow, intrinsic_flow, relative_deviation
+
     from ._examples import EXAMPLES
-    from ._intrinsic import intrinsic_flow
-    from ._solution import relative_deviation
 
     example = EXAMPLES[args.example]
     try:
-        config = config_of(args, example)
         model, loss, K = example.build(config)
     except ValueError as e:
         parser.exit(2, f"intrinsic run: error: {e}\n")
@@ -156,9 +159,7 @@ def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.command == "list":
-        from ._examples import DEFAULT_EXAMPLE, EXAMPLES
-
-        for name, example in EXAMPLES.items():
+        for name, example in CATALOG.items():
             mark = " (default)" if name == DEFAULT_EXAMPLE else ""
             defaults = ", ".join(f"{k}={v}" for k, v in example.defaults.items())
             print(f"{name}{mark}\n    {example.description}\n    defaults: {defaults}")
@@ -167,18 +168,25 @@ def main(argv=None) -> int:
         from ._sweep import request_devices
 
         request_devices(args.devices)  # before JAX starts its backend
+    config = None
+    if args.command in ("run", "sweep", "analyze") and args.example in CATALOG:
+        # Options that do not fit the example are argument errors: reported before JAX loads.
+        try:
+            config = config_of(args, CATALOG[args.example])
+        except ValueError as e:
+            parser.exit(2, f"intrinsic {args.command}: error: {e}\n")
     # The command, not the library, chooses the precision, and only for its own duration
     # (no global state left behind when `main` is called from Python).
     with _precision(args.precision if args.command == "run" else 64):
         if args.command == "analyze":
-            return _analyze(args, parser)
+            return _analyze(args, parser, config)
         if args.command == "sweep":
-            return _sweep(args, parser)
+            return _sweep(args, parser, config)
         if args.command == "reproduce":
             from ._reproduce import reproduce
 
             return reproduce(args.quick, args.out)
-        return _run(args, parser)
+        return _run(args, parser, config)
 
 
 def _precision(bits: int):
@@ -191,14 +199,13 @@ def _precision(bits: int):
     return enable_x64() if bits == 64 else disable_x64()
 
 
-def _sweep(args, parser) -> int:
+def _sweep(args, parser, config) -> int:
     from ._examples import EXAMPLES
     from ._sweep import format_sweep, parse_param, sweep
 
     example = EXAMPLES[args.example]
     try:
         name, values = parse_param(args.param)
-        config = config_of(args, example)
         report = sweep(
             example,
             config,
@@ -220,7 +227,7 @@ def _sweep(args, parser) -> int:
     return 1 if failed else 0
 
 
-def _analyze(args, parser) -> int:
+def _analyze(args, parser, config) -> int:
     import jax
 
     from ._analyze import analyze, format_report, load_factorization
@@ -230,7 +237,6 @@ def _analyze(args, parser) -> int:
     try:
         if args.example in EXAMPLES:
             example = EXAMPLES[args.example]
-            config = config_of(args, example)
             if args.init == "random":
                 model = example.build_random(config)
             else:

@@ -1,5 +1,5 @@
 """The measurements behind `intrinsic reproduce`: one function per quantity that decides a
-claim of the theory, evaluated on one configuration (see `flows._claims.CLAIMS`)."""
+claim of the theory, evaluated on one configuration (see `intrinsic._claims.CLAIMS`)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,11 +7,9 @@ import numpy as np
 
 import manifolds
 import models
+from flows import euclidean_flow, intrinsic_flow, relative_deviation
 
-from ._euclidean import euclidean_flow
 from ._examples import EXAMPLES
-from ._intrinsic import intrinsic_flow
-from ._solution import relative_deviation
 
 
 def _relative_gap(K, model) -> float:

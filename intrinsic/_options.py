@@ -1,6 +1,11 @@
-"""Options of the `intrinsic` command: argument types, the parser, example configurations."""
+"""Options of the `intrinsic` command: argument types, the parser, example configurations.
+
+Standard library only: the command parses its arguments before JAX is imported.
+"""
 
 import argparse
+
+from ._catalog import CATALOG as EXAMPLES, DEFAULT_EXAMPLE
 
 
 def _number(kind, *, positive):
@@ -72,8 +77,6 @@ def _relu_options(parser):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from ._examples import DEFAULT_EXAMPLE, EXAMPLES
-
     parser = argparse.ArgumentParser(
         prog="intrinsic",
         description="Intrinsic training dynamics: integrate the Euclidean gradient flow on "
