@@ -1,13 +1,14 @@
 """The measurements behind `intrinsic reproduce`: one function per quantity that decides a
 claim of the theory, evaluated on one configuration (see `intrinsic._claims.CLAIMS`)."""
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import manifolds
 import models
-from flows import euclidean_flow, intrinsic_flow, relative_deviation
+from flows import SaveAt, euclidean_flow, intrinsic_flow, relative_deviation
 
 from ._examples import EXAMPLES
 
@@ -46,9 +47,11 @@ def diagonal_level_set(shape, depth, lams, seed=0, num_points=3):
 
 def _deviation(model, loss, K, t1) -> float:
     ts = jnp.linspace(0.0, t1, 11)
-    options = dict(ts=ts, rtol=1e-10, atol=1e-10)
-    euclidean = euclidean_flow(model, loss, t1, **options)
-    intrinsic = intrinsic_flow(K, loss, model.lift(), t1, **options)
+    options = dict(
+        saveat=SaveAt(ts=ts), stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-10)
+    )
+    euclidean = euclidean_flow(model, loss, 0.0, t1, **options)
+    intrinsic = intrinsic_flow(K, loss, 0.0, t1, model.lift(), **options)
     return float(jnp.max(relative_deviation(euclidean, intrinsic)))
 
 
@@ -113,7 +116,7 @@ def wide_flows(r, seed=0, t1=5.0):
     delta = jnp.sqrt(2 * jnp.sum(S**2) - jnp.trace(S) ** 2)
     K = manifolds.DiagonalChainMetric(jnp.reshape(delta, (1, 1, 1)))
     target = jax.random.normal(kdata, (1, 1))
-    return _deviation(model, lambda z: 0.5 * jnp.sum((z - target) ** 2), K, t1)
+    return _deviation(model, lambda z, args: 0.5 * jnp.sum((z - target) ** 2), K, t1)
 
 
 def reference_two_layer():

@@ -18,7 +18,9 @@ def _run(args, parser, config) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from flows import euclidean_flow, intrinsic_flow, relative_deviation
+    import diffrax as dfx
+
+    from flows import SaveAt, euclidean_flow, intrinsic_flow, relative_deviation
 
     from ._examples import EXAMPLES
 
@@ -28,19 +30,19 @@ def _run(args, parser, config) -> int:
     except ValueError as e:
         parser.exit(2, f"intrinsic run: error: {e}\n")
     ts = jnp.linspace(0.0, config["t1"], args.num_times)
+    show = sys.stderr.isatty() and not args.no_progress
     options = dict(
-        ts=ts,
-        rtol=args.rtol,
-        atol=args.atol,
+        saveat=SaveAt(ts=ts),
+        stepsize_controller=dfx.PIDController(rtol=args.rtol, atol=args.atol),
         max_steps=args.max_steps,
-        progress=sys.stderr.isatty() and not args.no_progress,
+        progress_meter=dfx.TqdmProgressMeter() if show else dfx.NoProgressMeter(),
         throw=False,
     )
     start = time.perf_counter()
-    euc = euclidean_flow(model, loss, config["t1"], **options)
+    euc = euclidean_flow(model, loss, 0.0, config["t1"], **options)
     euc_time = time.perf_counter() - start
     start = time.perf_counter()
-    intr = intrinsic_flow(K, loss, model.lift(), config["t1"], **options)
+    intr = intrinsic_flow(K, loss, 0.0, config["t1"], model.lift(), **options)
     intr_time = time.perf_counter() - start
 
     failed = [(name, s.message) for name, s in (("euclidean", euc), ("intrinsic", intr))]

@@ -36,7 +36,7 @@ def _regression(key, n_out, n_in, rank, num_samples=20):
     X = jax.random.normal(kx, (n_in, num_samples))
     Y = target @ X
 
-    def loss(z):
+    def loss(z, args=None):
         return 0.5 * jnp.mean(jnp.sum((z @ X - Y) ** 2, axis=0))
 
     return loss
@@ -57,7 +57,7 @@ def _diagonal(c):
     target = jnp.zeros(c["n"]).at[:2].set(jax.random.normal(kdata, (2,))[: c["n"]])
     y = X @ target
 
-    def loss(z):
+    def loss(z, args=None):
         return 0.5 * jnp.mean((X @ z - y) ** 2)
 
     return model, loss, manifolds.intrinsic_metric(model)

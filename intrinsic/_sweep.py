@@ -58,7 +58,9 @@ def sweep(
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    from flows import euclidean_ensemble, stack
+    import diffrax as dfx
+
+    from flows import SaveAt, euclidean_ensemble, stack
 
     if name not in config:
         raise ValueError(
@@ -94,7 +96,15 @@ def sweep(
     solutions = []
     for lo in range(0, len(members), step):
         batch = stack(members[lo : lo + step])
-        sol = euclidean_ensemble(batch, loss, t1, ts=ts, rtol=1e-8, atol=1e-8, sharding=sharding)
+        sol = euclidean_ensemble(
+            batch,
+            loss,
+            0.0,
+            t1,
+            saveat=SaveAt(ts=ts),
+            stepsize_controller=dfx.PIDController(rtol=1e-8, atol=1e-8),
+            sharding=sharding,
+        )
         solutions.append(jax.device_get(sol))
         if bar is not None:
             bar.update(len(members[lo : lo + step]))
