@@ -13,8 +13,8 @@ from ._output_loss import (
     half_mean_squared_error as half_mean_squared_error,
 )
 from ._solution import (
-    FlowSolution as FlowSolution,
     RESULTS as RESULTS,
+    FlowSolution as FlowSolution,
     SaveAt as SaveAt,
     relative_deviation as relative_deviation,
 )

@@ -14,11 +14,10 @@ from ._options import config_of, make_parser
 
 
 def _run(args, parser, config) -> int:
+    import diffrax as dfx
     import jax
     import jax.numpy as jnp
     import numpy as np
-
-    import diffrax as dfx
 
     from flows import SaveAt, euclidean_flow, intrinsic_flow, relative_deviation
 

@@ -54,11 +54,10 @@ def sweep(
 ) -> dict:
     """Build `example` at each value of `config[name]`, integrate every Euclidean flow
     as one ensemble (sharded over `devices` when given), and summarise the end states."""
+    import diffrax as dfx
     import jax
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    import diffrax as dfx
 
     from flows import SaveAt, euclidean_ensemble, stack
 
