@@ -83,13 +83,19 @@ Xdata = jax.random.normal(kx, (2, 20))
 Y = jnp.outer(jax.random.normal(kt, (2,)), jnp.array([1.0, -0.5])) @ Xdata  # rank one
 
 
-def loss(z):
-    return 0.5 * jnp.mean(jnp.sum((z @ Xdata - Y) ** 2, axis=0))
+def loss(z, data):
+    X, Y = data
+    return 0.5 * jnp.mean(jnp.sum((z @ X - Y) ** 2, axis=0))
 
 
 ts = jnp.linspace(0.0, 3.0, 31)
-euclidean = flows.euclidean_flow(ode, loss, 3.0, ts=ts, rtol=1e-10, atol=1e-10)
-intrinsic = flows.intrinsic_flow(K, loss, z, 3.0, ts=ts, rtol=1e-10, atol=1e-10)
+options = dict(
+    args=(Xdata, Y),
+    saveat=flows.SaveAt(ts=ts),
+    stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-10),
+)
+euclidean = flows.euclidean_flow(ode, loss, 0.0, 3.0, **options)
+intrinsic = flows.intrinsic_flow(K, loss, 0.0, 3.0, z, **options)
 deviation = flows.relative_deviation(euclidean, intrinsic)
 print(
     f"{ode.coeffs.size} coefficients against {z.size} entries of z: "

@@ -4,6 +4,7 @@
 import os
 import pathlib
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -50,10 +51,12 @@ X = jax.random.normal(kx, (12, 2))
 loss = flows.OutputLoss(X, jax.vmap(teacher)(X))  # ½ mean squared error on the outputs
 
 ts = jnp.linspace(0.0, 6.0, 61)
-opts = dict(ts=ts, rtol=1e-11, atol=1e-11)
-euclidean = flows.euclidean_flow(student, loss, 6.0, **opts)
+opts = dict(
+    saveat=flows.SaveAt(ts=ts), stepsize_controller=dfx.PIDController(rtol=1e-11, atol=1e-11)
+)
+euclidean = flows.euclidean_flow(student, loss, 0.0, 6.0, **opts)
 intrinsic = flows.intrinsic_flow(
-    manifolds.intrinsic_metric(student), loss, student.lift(), 6.0, **opts
+    manifolds.intrinsic_metric(student), loss, 0.0, 6.0, student.lift(), **opts
 )
 deviation = flows.relative_deviation(euclidean, intrinsic)
 print("pattern changes at t =", np.round(np.asarray(euclidean.event_times), 4))

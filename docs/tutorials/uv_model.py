@@ -4,6 +4,7 @@
 import os
 import pathlib
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -38,7 +39,8 @@ truth = jnp.zeros(d).at[jnp.array([2, 7])].set(jnp.array([1.5, -1.0]))  # 2-spar
 y = X @ truth
 
 
-def f(z):
+def f(z, data):  # the data come in through the flows' `args`
+    X, y = data
     return 0.5 * jnp.mean((X @ z - y) ** 2)
 
 
@@ -69,9 +71,9 @@ limits = {}
 for delta, t1 in ((1e-3, 2e4), (1e-1, 1e3), (10.0, 50.0)):
     model = init(delta)
     K = manifolds.intrinsic_metric(model)
-    options = dict(ts=jnp.array([0.0, t1]), rtol=1e-10, atol=1e-12)
-    on_theta = flows.euclidean_flow(model, f, t1, **options)
-    on_z = flows.intrinsic_flow(K, f, model.lift(), t1, **options)
+    options = dict(args=(X, y), stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-12))
+    on_theta = flows.euclidean_flow(model, f, 0.0, t1, **options)  # saves at t0 and t1
+    on_z = flows.intrinsic_flow(K, f, 0.0, t1, model.lift(), **options)
     limit, target = on_theta.zs[-1], mirror_interpolator(delta)
     error = jnp.linalg.norm(limit - target) / jnp.linalg.norm(target)
     print(
