@@ -179,8 +179,7 @@ class LinearNeuralODE(AbstractFactorization):
                 "`coeffs` must have shape (degree + 1, n, n): one square n x n matrix per "
                 f"basis function, got shape {coeffs.shape}."
             )
-        check_finite(coeffs, "coeffs")
-        self.coeffs = coeffs
+        self.coeffs = check_finite(coeffs, "coeffs")
         self.solver = solver
         self.adjoint = resolve_adjoint(adjoint)
         self.rtol, self.atol, self.num_steps, self.max_steps = check_options(
