@@ -29,6 +29,7 @@ from ._relu_metric import (
     AbstractReLUMetric as AbstractReLUMetric,
     ReLUPathMetric as ReLUPathMetric,
 )
+from ._relu_recovery import ReLURESULTS as ReLURESULTS
 from ._relu_two_layer_metric import TwoLayerReLUMetric as TwoLayerReLUMetric
 from ._symbolic import (
     PolynomialConservationLaws as PolynomialConservationLaws,
