@@ -23,6 +23,7 @@ from ._mirror import MirrorFlowResult as MirrorFlowResult, mirror_flow_test as m
 from ._recovered_metric import (
     FiberConsistency as FiberConsistency,
     RecoveredMetric as RecoveredMetric,
+    RecoveredRESULTS as RecoveredRESULTS,
     fiber_consistency as fiber_consistency,
 )
 from ._relu_metric import (
