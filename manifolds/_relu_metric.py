@@ -160,7 +160,7 @@ class ReLUPathMetric(AbstractReLUMetric):
     signs were stored cannot be attributed (`with_signs_from`, at each crossing, keeps
     them current).
 
-    **Failures** are result codes ([`manifolds.ReLURESULTS`][]: `off_dense_set`, a zero or
+    **Failures** are result codes (`manifolds.ReLURESULTS`: `off_dense_set`, a zero or
     non-finite entry of $z$; `signs_unexplained`, signs of $z$ that one crossing does not
     explain; `laws_not_reached` or an optimistix code, a solve not converged within its
     budget). `recover_with_result` returns the code; otherwise `throw=True` raises its
