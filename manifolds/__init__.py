@@ -23,12 +23,14 @@ from ._mirror import MirrorFlowResult as MirrorFlowResult, mirror_flow_test as m
 from ._recovered_metric import (
     FiberConsistency as FiberConsistency,
     RecoveredMetric as RecoveredMetric,
+    RecoveredRESULTS as RecoveredRESULTS,
     fiber_consistency as fiber_consistency,
 )
 from ._relu_metric import (
     AbstractReLUMetric as AbstractReLUMetric,
     ReLUPathMetric as ReLUPathMetric,
 )
+from ._relu_recovery import ReLURESULTS as ReLURESULTS
 from ._relu_two_layer_metric import TwoLayerReLUMetric as TwoLayerReLUMetric
 from ._symbolic import (
     PolynomialConservationLaws as PolynomialConservationLaws,

@@ -21,6 +21,18 @@ def _norm(tree) -> Array:
     return jnp.sqrt(sum(jnp.sum(x**2) for x in leaves)) if leaves else jnp.asarray(0.0)
 
 
+class RecoveredRESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
+    """The outcomes of [`manifolds.RecoveredMetric`][]'s solve."""
+
+    not_on_fibre = (
+        "RecoveredMetric: no theta with phi(theta) = z, h(theta) = c was found from the "
+        "warm start (residual norm above atol + rtol*(|z| + |c|), or not finite). z may "
+        "lie outside the level set's reach (e.g. rank z > r for U V^T), be non-finite, or "
+        "be too far from the warm start: re-centre with `with_warm_start`, raise "
+        "`max_steps`, or pass throw=False (then `recover_with_result` gives the code)."
+    )
+
+
 class RecoveredMetric(AbstractIntrinsicMetric):
     r"""The intrinsic metric of any factorization, by recovering $\theta$ from $(z, c)$.
 
@@ -85,9 +97,9 @@ class RecoveredMetric(AbstractIntrinsicMetric):
           (see above); default $\sqrt{\varepsilon}$ of the model's dtype. The solver
           converges quadratically: the residual reached is usually far below them.
         - `max_steps`: the solver's step budget.
-        - `throw`: on a failed solve, raise (`True`; a `RuntimeError` outside `jit`, an
-          `equinox.EquinoxRuntimeError` inside) or return an operator whose output is NaN
-          (`False`). Inside a flow, keep `True`: with NaN, diffrax rejects every step
+        - `throw`: on a failed solve, raise (`True`: the `RecoveredRESULTS.not_on_fibre`
+          message as an `equinox.EquinoxRuntimeError`, inside or outside `jit`) or return
+          an operator whose output is NaN (`False`; `recover_with_result` gives the code). Inside a flow, keep `True`: with NaN, diffrax rejects every step
           until `max_steps` and only then reports the failure.
 
         **Raises:** `TypeError` if `model` is not a factorization or `solver` not a
@@ -147,13 +159,23 @@ class RecoveredMetric(AbstractIntrinsicMetric):
 
         **Raises:** as `__call__`.
         """
+        model, residual, _ = self.recover_with_result(z, warm_start=warm_start)
+        return model, residual
+
+    def recover_with_result(
+        self, z: PyTree[Array], *, warm_start: AbstractFactorization | None = None
+    ) -> tuple[AbstractFactorization, Array, RecoveredRESULTS]:
+        r"""As `recover`, with the result code (`RecoveredRESULTS.successful` or
+        `not_on_fibre`) as a third output; with `throw=False` it never raises at run time."""
         metric = self if warm_start is None else self.with_warm_start(warm_start)
-        theta, residual, _ = metric._recover(z)
-        return eqx.combine(theta, _skeleton(metric.model)), residual
+        theta, residual, result = metric._recover(z)
+        return eqx.combine(theta, _skeleton(metric.model)), residual, result
 
     def __call__(self, z: PyTree[Array]) -> lx.FunctionLinearOperator:
-        theta, _, ok = self._recover(z)
-        # Only reached on failure when throw=False: poison, never use a wrong θ.
+        theta, _, result = self._recover(z)
+        # Only reached on failure when throw=False: NaN, never a wrong θ (the code is
+        # `recover_with_result`'s).
+        ok = result == RecoveredRESULTS.successful
         theta = jax.tree.map(lambda x: jnp.where(ok, x, jnp.nan), theta)
         return induced_metric(eqx.combine(theta, _skeleton(self.model)))
 
@@ -168,32 +190,16 @@ class RecoveredMetric(AbstractIntrinsicMetric):
             if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
                 raise ValueError(f"`z` must be finite, got non-finite entries: {x}.")
         z = jax.tree.map(lambda x, e: jnp.asarray(x, e.dtype), z, expected)
-        theta, residual, tolerance, result = _solve(self, z)
+        theta, residual, tolerance, _ = _solve(self, z)
         ok = jnp.isfinite(residual) & (residual <= tolerance)
-        if not self.throw:
-            return theta, residual, ok
-        hint = (
-            "z may lie outside the level set's reach (e.g. rank z > r for U V^T), be "
-            "non-finite, or be too far from the warm start: re-centre with "
-            "`with_warm_start`, raise `max_steps`, or pass throw=False."
+        # Accepted on the residual (the solver's own stopping test may stop early on a
+        # stalled step or late at its budget): one code, raised by error_if, jit or not.
+        result = RecoveredRESULTS.where(
+            ok, RecoveredRESULTS.successful, RecoveredRESULTS.not_on_fibre
         )
-        if isinstance(ok, jax.core.Tracer):
-            theta = eqx.error_if(
-                theta,
-                ~ok,
-                "RecoveredMetric: no theta with phi(theta) = z, h(theta) = c was found from "
-                "the warm start (residual norm above atol + rtol*(|z| + |c|), or not "
-                f"finite). {hint}",
-            )
-        elif not bool(ok):
-            raise RuntimeError(
-                "RecoveredMetric: no theta with phi(theta) = z, h(theta) = c was found from "
-                f"the warm start: residual norm {float(residual):.3e} > accepted "
-                f"{float(tolerance):.3e} = atol + rtol*(|z| + |c|) (atol={self.atol:.1e}, "
-                f"rtol={self.rtol:.1e}); solver: "
-                f"{optx.RESULTS[result] or 'converged (to a non-zero residual)'}. {hint}"
-            )
-        return theta, residual, ok
+        if self.throw:
+            theta = result.error_if(theta, ~ok)
+        return theta, residual, result
 
 
 def _skeleton(model):

@@ -15,19 +15,20 @@ from models import AbstractReLUNetwork
 from ._intrinsic_metric import AbstractIntrinsicMetric
 from ._relu_recovery import (
     Incidence,
+    ReLURESULTS as RESULTS,
     balance,
-    gauss_newton,
     gf2_solve,
     gram_diagonal,
     network_at,
     ravel,
+    refine,
     setup,
 )
 
 # Largest D for which BᵀB + AᵀA is formed and Cholesky-factored once (8·D² bytes); above,
 # the least-squares step is a preconditioned conjugate-gradient solve at every call.
 DENSE_LIMIT = 4096
-# Largest (#paths + #hidden)·D for the default Gauss–Newton refinement (dense Jacobian).
+# Largest (#paths + #hidden)·D for the default Levenberg–Marquardt refinement (dense Jacobian).
 REFINE_LIMIT = 2**22
 
 
@@ -70,6 +71,14 @@ class AbstractReLUMetric(AbstractIntrinsicMetric):
     def recover(self, z: PyTree[Float[Array, "..."]]) -> AbstractReLUNetwork:
         r"""The network $\theta$ with $\Phi(\theta) = z$, $h(\theta) = h(\theta_0)$ and the
         stored weight signs. Jittable, and differentiable with respect to `z`."""
+
+    @abc.abstractmethod
+    def recover_with_result(
+        self, z: PyTree[Float[Array, "..."]]
+    ) -> tuple[AbstractReLUNetwork, RESULTS]:
+        r"""`recover(z)` that never raises: the network and a `RESULTS` code
+        (`RESULTS.successful`, or why the recovery failed; on failure the network is NaN).
+        `result.error_if(...)` or `optx`-style `is_successful` checks are jit-safe."""
 
     @abc.abstractmethod
     def with_signs_from(
@@ -132,12 +141,12 @@ class ReLUPathMetric(AbstractReLUMetric):
        $B^\top$ are the network's `log_lift` and its transpose);
     2. $x = x^\star + A^\top\mu$ with $\mu$ the minimiser of the strictly convex, coercive
        $F(\mu) = \tfrac12\sum_e e^{2(x^\star + A^\top\mu)_e} - h_0\cdot\mu$, whose gradient
-       is $h(\theta) - h_0$: damped Newton ($\#\text{hidden}\times\#\text{hidden}$ Hessian
-       $2A\,\mathrm{diag}(e^{2x})A^\top$, steps capped at one unit of $\log|\theta|$,
-       Armijo backtracking), which converges from $\mu = 0$ for every $z$ without zero
-       entries; derivatives through the implicit function theorem;
-    3. $\theta = \sigma\odot e^{x}$ ($\sigma$ the stored signs, see below), then `refine_steps`
-       Gauss–Newton steps on $(\Phi(\theta) - z, h(\theta) - h_0)$ in absolute terms. Where
+       is $h(\theta) - h_0$: `optx.LevenbergMarquardt` on $\nabla F = 0$ (a trust-region
+       Newton method: the Jacobian of $\nabla F$ is the Hessian
+       $2A\,\mathrm{diag}(e^{2x})A^\top$), from $\mu = 0$; derivatives through the
+       implicit function theorem (`optx.ImplicitAdjoint`);
+    3. $\theta = \sigma\odot e^{x}$ ($\sigma$ the stored signs, see below), then a
+       Levenberg–Marquardt solve (at most `refine_steps` steps) on $(\Phi(\theta) - z, h(\theta) - h_0)$ in absolute terms. Where
        $z$ is exactly on the image they change nothing; near a weight crossing zero, where
        the tiny $z_p$ through it carry large relative errors that the logarithms amplify,
        they restore an accurate $\theta$ (and the crossing weight's sign).
@@ -151,10 +160,12 @@ class ReLUPathMetric(AbstractReLUMetric):
     signs were stored cannot be attributed (`with_signs_from`, at each crossing, keeps
     them current).
 
-    **Failures** (`throw=True`: `RuntimeError` outside `jit`, `equinox.EquinoxRuntimeError`
-    inside; `throw=False`: NaN): a zero or non-finite entry of $z$ (off the dense set),
-    Newton not converged within `max_steps`, or signs of $z$ that one crossing does not
-    explain. A $z$ off the image of $\Phi$ (a Runge–Kutta stage, integration error) is
+    **Failures** are result codes (`manifolds.ReLURESULTS`: `off_dense_set`, a zero or
+    non-finite entry of $z$; `signs_unexplained`, signs of $z$ that one crossing does not
+    explain; `laws_not_reached` or an optimistix code, a solve not converged within its
+    budget). `recover_with_result` returns the code; otherwise `throw=True` raises its
+    message (`equinox.EquinoxRuntimeError`, a `RuntimeError`, inside or outside `jit`)
+    and `throw=False` gives NaN. A $z$ off the image of $\Phi$ (a Runge–Kutta stage, integration error) is
     projected in the least-squares sense, without complaint.
     """
 
@@ -163,7 +174,8 @@ class ReLUPathMetric(AbstractReLUMetric):
     signs: Float[Array, " D"]
     path_signs: Float[Array, " paths"]
     law_matrix: Float[Array, "hidden D"]
-    gram_factor: Float[Array, "D D"] | None
+    gram: lx.MatrixLinearOperator | None
+    gram_state: PyTree | None
     max_steps: int = eqx.field(static=True)
     refine_steps: int = eqx.field(static=True)
     throw: bool = eqx.field(static=True)
@@ -180,10 +192,12 @@ class ReLUPathMetric(AbstractReLUMetric):
         r"""**Arguments:**
 
         - `network`: the network at $\theta_0$ (fixes $h_0$ and the weight signs).
-        - `max_steps`: the most Newton steps (typically 5–20 are taken).
-        - `refine_steps`: Gauss–Newton steps after the log-domain recovery; default 2
+        - `max_steps`: the step budget of the balance solve (typically 5–20 are taken).
+        - `refine_steps`: the step budget of the Levenberg–Marquardt refinement after the
+          log-domain recovery (typically 2–3 are taken; 0: no refinement); default 16
           when the dense Jacobian of $(\Phi, h)$ has at most $2^{22}$ entries, else 0.
-        - `throw`: raise on failure (`True`) or return NaN (`False`). Inside a flow, keep
+        - `throw`: raise on failure (`True`) or return NaN (`False`; the code from
+          `recover_with_result`). Inside a flow, keep
           `True`: with NaN, diffrax rejects every step until `max_steps`.
         - `dense_limit`: form and factor $B^\top B + A^\top A$ ($D\times D$) once when
           $D \le$ `dense_limit`; above, solve by conjugate gradients at each call.
@@ -196,11 +210,11 @@ class ReLUPathMetric(AbstractReLUMetric):
             raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
         d = ravel_pytree(eqx.filter(network, eqx.is_inexact_array))[0].size
         if refine_steps is None:
-            refine_steps = 2 if (network.num_paths + network.num_hidden) * d <= REFINE_LIMIT else 0
+            refine_steps = 16 if (network.num_paths + network.num_hidden) * d <= REFINE_LIMIT else 0
         if isinstance(refine_steps, bool) or int(refine_steps) < 0:
             raise ValueError(f"`refine_steps` must be an integer >= 0, got {refine_steps!r}.")
-        laws, signs, path_signs, law_matrix, factor = setup(network, d <= dense_limit)
-        if factor is not None and not bool(jnp.all(jnp.isfinite(factor))):
+        laws, signs, path_signs, law_matrix, gram, state = setup(network, d <= dense_limit)
+        if state is not None and not bool(jnp.all(jnp.isfinite(state[0]))):
             raise ValueError(
                 "BᵀB + AᵀA is not positive definite: the rescalings of hidden neurons do not "
                 "span ker B for this graph (rank ∂Φ ≠ D − #hidden)."
@@ -210,7 +224,8 @@ class ReLUPathMetric(AbstractReLUMetric):
         self.signs = signs
         self.path_signs = path_signs
         self.law_matrix = law_matrix
-        self.gram_factor = factor
+        self.gram = gram
+        self.gram_state = state
         self.max_steps = int(max_steps)
         self.refine_steps = int(refine_steps)
         self.throw = bool(throw)
@@ -220,8 +235,8 @@ class ReLUPathMetric(AbstractReLUMetric):
         # Compiled once per network structure, also when called outside `jit`.
         incidence = Incidence(self.network)
         rhs = incidence.transpose(jnp.log(jnp.abs(z_flat)))
-        if self.gram_factor is not None:
-            x_star = jax.scipy.linalg.cho_solve((self.gram_factor, True), rhs)
+        if self.gram is not None:
+            x_star = lx.linear_solve(self.gram, rhs, lx.Cholesky(), state=self.gram_state).value
         else:
             a = self.law_matrix
             op = lx.FunctionLinearOperator(
@@ -238,25 +253,42 @@ class ReLUPathMetric(AbstractReLUMetric):
                 op, rhs, solver, options={"preconditioner": pre}, throw=False
             ).value
         eps = float(jnp.finfo(z_flat.dtype).eps)
-        mu = balance(x_star, self.laws, self.law_matrix, self.max_steps, 1e3 * eps)
+        mu, result = balance(x_star, self.laws, self.law_matrix, self.max_steps, 1e-10)
         x = x_star + self.law_matrix.T @ mu
         w = jnp.exp(2 * x)
         residual = jnp.abs(self.law_matrix @ w - self.laws)
+        # The laws at rounding level (relative to the terms of each law), whatever the
+        # solver's own stopping test said.
         ok = jnp.all(jnp.isfinite(x)) & jnp.all(
             residual <= 1e4 * eps * (jnp.abs(self.law_matrix) @ w + jnp.abs(self.laws))
         )
-        return x, ok
+        return x, RESULTS.where(
+            ok | (result != RESULTS.successful), result, RESULTS.laws_not_reached
+        )
 
     @eqx.filter_jit
     def _theta(self, z_flat):
-        # θ(z): log-domain recovery, Gauss–Newton refinement, and the checks. Compiled once
-        # per network structure, also when called outside `jit`.
-        x, ok = self._log_magnitudes(z_flat)
+        # θ(z): log-domain recovery, refinement, and the result code (the first failure
+        # in the order the steps depend on each other). Compiled once per network
+        # structure, also when called outside `jit`.
+        # Off the dense set (a zero or non-finite z_p) the code says so; the solves run on
+        # a finite stand-in, so that no solver meets a non-finite input.
+        entry_ok = jnp.isfinite(z_flat) & (z_flat != 0)
+        dense = jnp.all(entry_ok)
+        z_flat = jnp.where(entry_ok, z_flat, jnp.ones_like(z_flat))
+        x, result = self._log_magnitudes(z_flat)
         signs, explained = self._continued_signs(z_flat, x)
         theta = signs * jnp.exp(x)
-        for _ in range(self.refine_steps):
-            theta = gauss_newton(self.network, theta, z_flat, self.laws)
-        return theta, ok & explained & jnp.all(jnp.isfinite(theta))
+        if self.refine_steps > 0:
+            # A polish from an already consistent θ: its code is not a failure. For z off
+            # the image (a Runge–Kutta stage) the least-squares residual is not zero and
+            # Levenberg–Marquardt may spend its budget creeping at rounding level; the
+            # iterate is then still the projection (a non-finite one is caught below).
+            tol = 1e3 * float(jnp.finfo(z_flat.dtype).eps)
+            theta, _ = refine(self.network, theta, z_flat, self.laws, self.refine_steps, tol)
+        result = RESULTS.where(explained, result, RESULTS.signs_unexplained)
+        dense = dense & jnp.all(jnp.isfinite(theta))
+        return theta, RESULTS.where(dense, result, RESULTS.off_dense_set)
 
     def _continued_signs(self, z_flat, x):
         # The stored signs, continued across one crossing: when the paths whose z has not
@@ -274,16 +306,8 @@ class ReLUPathMetric(AbstractReLUMetric):
         return self.signs * flip.astype(x.dtype), (total == 0) | jnp.any(candidate)
 
     def _recovered(self, z_flat):
-        theta, ok = self._theta(z_flat)
-        return guard(
-            theta,
-            ok,
-            "ReLUPathMetric: no theta with Phi(theta) = z, h(theta) = h0 and the stored "
-            "weight signs was found (z has a zero or non-finite entry, Newton did not "
-            "converge, or the signs of z differ from those of the stored weight signs by "
-            "more than one weight crossing zero).",
-            self.throw,
-        )
+        theta, result = self._theta(z_flat)
+        return guard(theta, result, self.throw)
 
     def __call__(self, z: PyTree[Float[Array, "..."]]) -> lx.FunctionLinearOperator:
         theta = self._recovered(ravel_pytree(z)[0])
@@ -302,6 +326,12 @@ class ReLUPathMetric(AbstractReLUMetric):
 
     def recover(self, z: PyTree[Float[Array, "..."]]) -> AbstractReLUNetwork:
         return network_at(self.network, self._recovered(ravel_pytree(z)[0]))
+
+    def recover_with_result(
+        self, z: PyTree[Float[Array, "..."]]
+    ) -> tuple[AbstractReLUNetwork, RESULTS]:
+        theta, result = self._theta(ravel_pytree(z)[0])
+        return network_at(self.network, guard(theta, result, False)), result
 
     def with_signs_from(
         self, z: PyTree[Float[Array, "..."]], path_signs: PyTree[Array] | None = None
@@ -336,21 +366,14 @@ class ReLUPathMetric(AbstractReLUMetric):
         )
 
 
-def guard(value: Array, ok, what: str, throw: bool) -> Array:
-    """`value` if `ok`; else raise (`throw`: `RuntimeError`, or `eqx.error_if` under `jit`)
-    or return NaN."""
-    message = (
-        f"{what} z must have no zero entry (every parameter nonzero: the dense set where "
-        "the theory holds); when a weight has crossed zero, update the signs with "
-        "`with_signs_from`. Pass throw=False to get NaN instead."
-    )
-    if not throw:
-        return jnp.where(ok, value, jnp.nan)
-    if isinstance(ok, jax.core.Tracer):
-        return eqx.error_if(value, ~ok, message)
-    if not bool(ok):
-        raise RuntimeError(message)
-    return value
+def guard(value: Array, result: RESULTS, throw: bool) -> Array:
+    """`value` if `result` is successful; else raise its message (`throw`, through
+    `eqx.error_if`: an `equinox.EquinoxRuntimeError`, inside or outside `jit`) or return
+    NaN. One failure channel: the result code."""
+    failed = result != RESULTS.successful
+    if throw:
+        return result.error_if(value, failed)
+    return jnp.where(failed, jnp.nan, value)
 
 
 def _as_signs(tree) -> np.ndarray:

@@ -1,13 +1,15 @@
 r"""Recovery of a ReLU network's parameters from its path-lifting $z$ and laws $h_0$:
 the pieces of [`manifolds.ReLUPathMetric`][] (the path–edge incidence, the convex balance
-solve for the rescaling, a Gauss–Newton refinement, the sign bookkeeping over GF(2))."""
+solve for the rescaling, a Levenberg–Marquardt refinement (both Optimistix), the result codes, the sign bookkeeping over GF(2))."""
 
 import functools as ft
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
+import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
@@ -31,82 +33,75 @@ class Incidence(eqx.Module):
         return jax.linear_transpose(self, d)(y)[0]
 
 
-@ft.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
-def balance(x_star, laws, law_matrix, max_steps, tol):
-    r"""$\mu$ minimising the convex $F(\mu) = \tfrac12\sum_e e^{2(x^\star + A^\top\mu)_e} - h_0\cdot\mu$."""
-    dtype = x_star.dtype
-    scale_tol = jnp.asarray(tol, dtype)
-    abs_a = jnp.abs(law_matrix)
+class ReLURESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
+    """The outcomes of a ReLU recovery: optimistix's, and the ReLU metrics' own."""
 
-    def objective(mu):
-        return 0.5 * jnp.sum(jnp.exp(2 * (x_star + law_matrix.T @ mu))) - laws @ mu
-
-    def cond(state):
-        _, step, done = state
-        return (step < max_steps) & ~done
-
-    def body(state):
-        mu, step, _ = state
-        w = jnp.exp(2 * (x_star + law_matrix.T @ mu))
-        grad = law_matrix @ w - laws
-        done = jnp.all(jnp.abs(grad) <= scale_tol * (abs_a @ w + jnp.abs(laws)))
-        hess = 2 * (law_matrix * w[None, :]) @ law_matrix.T
-        direction = -jnp.linalg.solve(hess, grad)
-        slope = grad @ direction  # −(Newton decrement)², ≤ 0
-        # At most one unit of log-magnitude per step (exp cannot overflow), then Armijo
-        # backtracking; in the quadratic regime the full step is taken (the decrease would
-        # be below the rounding of F).
-        cap = jnp.minimum(
-            1.0, 1.0 / jnp.maximum(jnp.max(jnp.abs(law_matrix.T @ direction)), 1e-300)
-        )
-        f0 = objective(mu)
-        tiny = -slope <= 1e3 * jnp.finfo(dtype).eps * jnp.sum(w)
-
-        def ls_cond(t):
-            bad = ~(objective(mu + t * direction) <= f0 + 1e-4 * t * slope)
-            return bad & ~tiny & (t > 1e-12)
-
-        t = jax.lax.while_loop(ls_cond, lambda t: t / 2, cap)
-        mu = jnp.where(done, mu, mu + t * direction)
-        return mu, step + 1, done
-
-    mu0 = jnp.zeros(laws.shape, dtype)
-    mu, _, done = jax.lax.while_loop(cond, body, (mu0, 0, jnp.asarray(False)))
-    # One more full Newton step: the stopping test is loose enough to be reached despite
-    # rounding, and this step brings the laws to rounding level (quadratic convergence).
-    w = jnp.exp(2 * (x_star + law_matrix.T @ mu))
-    hess = 2 * (law_matrix * w[None, :]) @ law_matrix.T
-    polished = mu - jnp.linalg.solve(hess, law_matrix @ w - laws)
-    return jnp.where(done, polished, mu)
+    off_dense_set = (
+        "ReLU metric: z has a zero or non-finite entry. z must have no zero entry (every "
+        "parameter nonzero: the dense set where the theory holds); when a weight has "
+        "crossed zero, update the signs with `with_signs_from`. Pass throw=False to get "
+        "the result code (and a NaN metric) instead."
+    )
+    signs_unexplained = (
+        "ReLUPathMetric: no theta with Phi(theta) = z, h(theta) = h0 and the stored weight "
+        "signs: the signs of z differ from those of the stored weight signs by more than "
+        "one weight crossing zero (path z_p changing sign through zero); update the signs "
+        "with `with_signs_from` at each crossing."
+    )
+    laws_not_reached = (
+        "ReLUPathMetric: the balance solve (Levenberg-Marquardt on h(theta) = h0) stopped "
+        "before the laws were at rounding level: raise `max_steps`."
+    )
 
 
-@balance.defjvp
-def _balance_jvp(max_steps, tol, primals, tangents):
-    # Implicit function theorem on ∇F = A w − h₀ = 0, w = exp(2(x* + Aᵀμ)); the law matrix
-    # and the options are structural constants (their tangents are ignored).
-    x_star, laws, law_matrix = primals
-    dx, dlaws = tangents[0], tangents[1]
-    mu = balance(x_star, laws, law_matrix, max_steps, tol)
-    w = jnp.exp(2 * (x_star + law_matrix.T @ mu))
-    hess = 2 * (law_matrix * w[None, :]) @ law_matrix.T
-    dmu = jnp.linalg.solve(hess, dlaws - 2 * law_matrix @ (w * dx))
-    return mu, dmu
+def _law_residual(mu, args):
+    # ∇F(μ) = A w − h₀ = h(θ) − h₀ with w = exp(2(x* + Aᵀμ)): zero at the balanced θ.
+    x_star, laws, law_matrix = args
+    return law_matrix @ jnp.exp(2 * (x_star + law_matrix.T @ mu)) - laws
 
 
-def gauss_newton(network, theta, z_flat, laws):
-    # One step on r(θ) = (Φ(θ) − z, h(θ) − h₀) with the dense (#paths + #hidden) × D
-    # Jacobian. A tiny Tikhonov term keeps the step finite where a weight is near zero
-    # (there the fibre is ill-determined and r's Jacobian nearly rank-deficient).
-    def residual(t):
-        net = network_at(network, t)
-        return jnp.concatenate([ravel(net.lift()) - z_flat, net.conservation_laws() - laws])
+def balance(x_star, laws, law_matrix, max_steps: int, tol: float):
+    r"""$\mu$ minimising the convex $F(\mu) = \tfrac12\sum_e e^{2(x^\star + A^\top\mu)_e}
+    - h_0\cdot\mu$, as the zero of $\nabla F$, returned with an `optx.RESULTS`.
 
-    r = residual(theta)
-    jac = jax.jacfwd(residual)(theta)
-    normal = jac.T @ jac
-    reg = 1e-13 * jnp.trace(normal) / theta.size
-    eye = jnp.eye(theta.size, dtype=theta.dtype)
-    return theta - jnp.linalg.solve(normal + reg * eye, jac.T @ r)
+    Levenberg–Marquardt on $\nabla F$: its Jacobian is the Hessian $2A\,\mathrm{diag}(w)
+    A^\top$ (positive definite), so the Gauss–Newton step is Newton's, and the trust
+    region globalises it (a trial step whose exponentials overflow is rejected and the
+    region shrunk); $\|\nabla F\|^2$ has no stationary point but the minimiser.
+    Derivatives with respect to $(x^\star, h_0)$ come from the implicit function theorem
+    (`optx.ImplicitAdjoint`).
+    """
+    sol = optx.least_squares(
+        _law_residual,
+        optx.LevenbergMarquardt(rtol=tol, atol=tol),
+        jnp.zeros(laws.shape, x_star.dtype),
+        args=(x_star, laws, law_matrix),
+        max_steps=max_steps,
+        throw=False,
+    )
+    return sol.value, ReLURESULTS.promote(sol.result)
+
+
+def _fibre_residual(network, theta, args):
+    z_flat, laws = args
+    net = network_at(network, theta)
+    return jnp.concatenate([ravel(net.lift()) - z_flat, net.conservation_laws() - laws])
+
+
+def refine(network, theta, z_flat, laws, max_steps: int, tol: float):
+    r"""Levenberg–Marquardt on $r(\theta) = (\Phi(\theta) - z, h(\theta) - h_0)$ from
+    `theta`, with its `optx.RESULTS`. The damping keeps the step finite where a weight is
+    near zero (there the fibre is ill-determined and $\partial r$ nearly rank-deficient);
+    derivatives with respect to $z$ by the implicit function theorem."""
+    sol = optx.least_squares(
+        ft.partial(_fibre_residual, network),
+        optx.LevenbergMarquardt(rtol=tol, atol=tol),
+        theta,
+        args=(z_flat, laws),
+        max_steps=max_steps,
+        throw=False,
+    )
+    return sol.value, ReLURESULTS.promote(sol.result)
 
 
 def network_at(network: AbstractReLUNetwork, theta_flat: Array) -> AbstractReLUNetwork:
@@ -125,13 +120,16 @@ def setup(network, dense: bool):
     law_matrix = 0.5 * jax.jacfwd(laws_at)(jnp.ones_like(theta))
     signs = jnp.sign(theta)
     path_signs = jnp.sign(ravel(network_at(network, signs).lift()))
-    factor = None
+    operator = state = None
     if dense:
         incidence = Incidence(network)
         eye = jnp.eye(d, dtype=theta.dtype)
         gram = jax.lax.map(lambda e: incidence.transpose(incidence(e)), eye, batch_size=min(d, 64))
-        factor = jnp.linalg.cholesky(gram + law_matrix.T @ law_matrix)
-    return network.conservation_laws(), signs, path_signs, law_matrix, factor
+        operator = lx.MatrixLinearOperator(
+            gram + law_matrix.T @ law_matrix, lx.positive_semidefinite_tag
+        )
+        state = lx.Cholesky().init(operator, {})  # factored once, reused by every solve
+    return network.conservation_laws(), signs, path_signs, law_matrix, operator, state
 
 
 def gram_diagonal(incidence, law_matrix, like):

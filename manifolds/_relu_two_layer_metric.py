@@ -12,7 +12,7 @@ from models import AbstractReLUNetwork, ReLUNetwork
 
 from ._intrinsic_metric import intrinsic_metric
 from ._relu_metric import AbstractReLUMetric, ReLUPathMetric, _as_signs, check_network, guard
-from ._relu_recovery import network_at, ravel
+from ._relu_recovery import ReLURESULTS as RESULTS, network_at, ravel
 
 
 class TwoLayerReLUMetric(AbstractReLUMetric):
@@ -83,21 +83,19 @@ class TwoLayerReLUMetric(AbstractReLUMetric):
             return (inputs, jnp.transpose(zt[:, :, n0]), out_bias)
         return (inputs,)
 
-    def _norms(self, zt):
+    def _norms(self, zt, throw):
         c = self.laws
         sq = jnp.sum(zt**2, axis=(1, 2))
         s = jnp.sqrt(c**2 + 4 * sq)
         vv = jnp.where(c >= 0, (s + c) / 2, 2 * sq / (s - c))
         uu = jnp.where(c <= 0, (s - c) / 2, 2 * sq / (s + c))
         ok = jnp.all(sq > 0) & jnp.all(jnp.isfinite(zt))
-        vv = guard(
-            vv, ok, "TwoLayerReLUMetric: a neuron has z_j = 0 or z is not finite.", self.throw
-        )
-        return vv, uu
+        result = RESULTS.where(ok, RESULTS.successful, RESULTS.off_dense_set)
+        return guard(vv, result, throw), uu, result
 
     def __call__(self, z: tuple[Float[Array, "..."], ...]) -> lx.FunctionLinearOperator:
         zt = self._neurons(z)
-        vv, uu = self._norms(zt)
+        vv, uu, _ = self._norms(zt, self.throw)
         left = jnp.einsum("jik,jlk->jil", zt, zt) / vv[:, None, None]  # u_j u_jᵀ
         right = jnp.einsum("jki,jkl->jil", zt, zt) / uu[:, None, None]  # v_j v_jᵀ
 
@@ -113,9 +111,17 @@ class TwoLayerReLUMetric(AbstractReLUMetric):
         )
 
     def recover(self, z: tuple[Float[Array, "..."], ...]) -> ReLUNetwork:
+        return self._recover(z, self.throw)[0]
+
+    def recover_with_result(
+        self, z: tuple[Float[Array, "..."], ...]
+    ) -> tuple[ReLUNetwork, RESULTS]:
+        return self._recover(z, False)
+
+    def _recover(self, z, throw):
         net = self.network
         zt = self._neurons(z)
-        vv, _ = self._norms(zt)
+        vv, _, result = self._norms(zt, throw)
         rows = jnp.sum(zt**2, axis=2)  # (n_1, n_2)
         best = jnp.take_along_axis(zt, jnp.argmax(rows, axis=1)[:, None, None], axis=1)[:, 0]
         v = best * jnp.sqrt(vv / jnp.sum(best**2, axis=1))[:, None]
@@ -132,9 +138,10 @@ class TwoLayerReLUMetric(AbstractReLUMetric):
         n0 = net.widths[0]
         weights = (v[:, :n0], jnp.transpose(u))
         biases = None if net.biases is None else (v[:, n0], z[-1])
-        return eqx.tree_at(
+        recovered = eqx.tree_at(
             lambda n: (n.weights, n.biases), net, (weights, biases), is_leaf=lambda x: x is None
         )
+        return recovered, result
 
     def with_signs_from(
         self, z: tuple[Float[Array, "..."], ...], path_signs: PyTree[Array] | None = None

@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,13 +25,19 @@ def as_float_array(x, name: str) -> jax.Array:
     return arr
 
 
-def check_finite(x: jax.Array, name: str) -> None:
-    """Raise a `ValueError` if a concrete array has NaN or inf entries.
+def check_finite(x: jax.Array, name: str) -> jax.Array:
+    """Check that `x` has no NaN or inf entries; return the array to store.
 
-    Traced arrays (under `jit`/`vmap`) cannot be inspected and are let through.
+    A concrete array is checked at once: a `ValueError` naming `name`, the first bad
+    entry and its index. A traced array (under `jit`/`vmap`) cannot be inspected, so the
+    check is put into the data flow with `eqx.error_if`: the returned array raises an
+    `equinox.EquinoxRuntimeError` naming `name` when the computation runs. **Store the
+    returned array** (for a concrete one it is `x` itself), or the traced check is lost.
     """
     if isinstance(x, jax.core.Tracer):
-        return
+        return eqx.error_if(
+            x, ~jnp.all(jnp.isfinite(x)), f"`{name}` must have finite entries (got NaN or inf)."
+        )
     bad = ~np.isfinite(np.asarray(x))
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -39,6 +46,7 @@ def check_finite(x: jax.Array, name: str) -> None:
             f"{idx} ({int(bad.sum())} non-finite entries in an array of shape "
             f"{tuple(x.shape)})."
         )
+    return x
 
 
 def check_sequence(xs, name: str, min_len: int) -> tuple:

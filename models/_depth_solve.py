@@ -6,6 +6,7 @@ the adjoint that differentiates the solve) are small static configuration of the
 validated here once (tier (a) errors: at construction, naming the argument).
 """
 
+import warnings
 from collections.abc import Callable
 
 import diffrax as dfx
@@ -14,32 +15,51 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-# The adjoints that support reverse-mode differentiation of a solve whose parameters are
-# passed as `args` (how both neural ODEs pass theirs).
-ADJOINTS = {
+# Legacy names (before adjoints were objects only), accepted with a DeprecationWarning.
+_LEGACY_NAMES = {
     "recursive_checkpoint": dfx.RecursiveCheckpointAdjoint,
     "direct": dfx.DirectAdjoint,
     "backsolve": dfx.BacksolveAdjoint,
 }
 
 
+def default_adjoint() -> dfx.AbstractAdjoint:
+    r"""`diffrax.DirectAdjoint()`: the one diffrax adjoint under which the depth solve is
+    differentiable in both modes *and* its linearization is transposable, which is what
+    [`manifolds.induced_metric`][] does (`jax.linearize`, then `jax.linear_transpose`).
+    `RecursiveCheckpointAdjoint` and `BacksolveAdjoint` are `custom_vjp`s (no `jvp`);
+    `ForwardMode` has a `jvp` through a `while_loop`, which cannot be transposed."""
+    return dfx.DirectAdjoint()
+
+
 def resolve_adjoint(adjoint) -> dfx.AbstractAdjoint:
-    """An adjoint instance from an instance or one of the names in `ADJOINTS`."""
+    """Check the `adjoint` option: any `diffrax.AbstractAdjoint` instance.
+
+    **Raises:** `TypeError` for anything else (a class instead of an instance included);
+    `ValueError` for an unknown string. The legacy names `"recursive_checkpoint"`,
+    `"direct"` and `"backsolve"` still map to their adjoints, with a `DeprecationWarning`.
+    """
+    if isinstance(adjoint, dfx.AbstractAdjoint):
+        return adjoint
     if isinstance(adjoint, str):
-        if adjoint not in ADJOINTS:
+        if adjoint not in _LEGACY_NAMES:
             raise ValueError(
-                f"Unknown `adjoint` {adjoint!r}; expected one of {sorted(ADJOINTS)} or an "
-                "instance of diffrax.RecursiveCheckpointAdjoint, DirectAdjoint or "
-                "BacksolveAdjoint."
+                f"Unknown `adjoint` {adjoint!r}: `adjoint` must be a diffrax.AbstractAdjoint "
+                f"instance (e.g. diffrax.DirectAdjoint()); the legacy names are "
+                f"{sorted(_LEGACY_NAMES)}."
             )
-        return ADJOINTS[adjoint]()
-    if not isinstance(adjoint, tuple(ADJOINTS.values())):
-        raise ValueError(
-            f"Unsupported `adjoint` {type(adjoint).__name__}; expected "
-            "diffrax.RecursiveCheckpointAdjoint (default), DirectAdjoint or "
-            f"BacksolveAdjoint, or one of the names {sorted(ADJOINTS)}."
+        cls = _LEGACY_NAMES[adjoint]
+        warnings.warn(
+            f"`adjoint={adjoint!r}` is deprecated: pass `adjoint=diffrax.{cls.__name__}()`.",
+            DeprecationWarning,
+            stacklevel=3,
         )
-    return adjoint
+        return cls()
+    what = f"the class {adjoint.__name__}" if isinstance(adjoint, type) else repr(adjoint)
+    raise TypeError(
+        "`adjoint` must be a diffrax.AbstractAdjoint instance (DirectAdjoint, ForwardMode, "
+        f"RecursiveCheckpointAdjoint, BacksolveAdjoint, ...), got {what}."
+    )
 
 
 def default_tolerance(dtype) -> float:

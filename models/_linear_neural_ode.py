@@ -114,11 +114,14 @@ class LinearNeuralODE(AbstractFactorization):
     degrees above about 10, tighten `rtol`/`atol` of the depth solve. The end-to-end
     map $z$ is much less sensitive (the two flows agree to $10^{-9}$ at $p = 10$).
 
-    **Differentiation.** The depth solve is differentiated in reverse mode
-    (`jax.grad`, `jax.vjp`, so [`flows.euclidean_flow`][]) by the chosen `adjoint`.
-    `RecursiveCheckpointAdjoint` and `BacksolveAdjoint` do not support forward mode;
-    the tools built on `jax.jvp`/`jax.linearize` ([`manifolds.induced_metric`][],
-    `jax.jacfwd`, the Lie-algebra and kernel tests) need `adjoint="direct"`.
+    **Differentiation.** The depth solve is differentiated by the chosen `adjoint`. The
+    default, `diffrax.DirectAdjoint()`, is the one under which every tool of the library
+    works: `jax.grad`/`jax.vjp` (so [`flows.euclidean_flow`][]), `jax.jvp`/`jax.jacfwd`,
+    and [`manifolds.induced_metric`][], which *transposes* a forward linearization
+    (the Lie-algebra and kernel tests too). `RecursiveCheckpointAdjoint` and
+    `BacksolveAdjoint` (less memory) are reverse mode only; `ForwardMode` (cheaper
+    forward derivatives) supports `jax.jvp`/`jax.jacfwd` but not `induced_metric` (its
+    tangent goes through a `while_loop`, which cannot be transposed).
     """
 
     coeffs: Float[Array, "basis n n"]
@@ -135,7 +138,7 @@ class LinearNeuralODE(AbstractFactorization):
         coeffs,
         *,
         solver: dfx.AbstractSolver = dfx.Tsit5(),
-        adjoint: dfx.AbstractAdjoint | str = dfx.RecursiveCheckpointAdjoint(),
+        adjoint: dfx.AbstractAdjoint | str = dfx.DirectAdjoint(),
         rtol: RealScalarLike | None = None,
         atol: RealScalarLike | None = None,
         num_steps: int | None = None,
@@ -147,13 +150,14 @@ class LinearNeuralODE(AbstractFactorization):
         - `coeffs`: the Legendre coefficients $(c_0, \dots, c_p)$ of $A$, shape
           $(p+1, n, n)$.
         - `solver`: the diffrax solver of the depth solve (default `Tsit5`).
-        - `adjoint`: how the depth solve is differentiated:
-          `diffrax.RecursiveCheckpointAdjoint()` (default; memory $O(\log N)$ in the
-          number of steps $N$), `diffrax.DirectAdjoint()` (memory $O(N)$; the only one
-          that also supports forward mode), `diffrax.BacksolveAdjoint()` (memory $O(1)$;
-          solves the adjoint ODE backwards, so its gradient is accurate to the
-          tolerances only), or their names `"recursive_checkpoint"`, `"direct"`,
-          `"backsolve"`.
+        - `adjoint`: how the depth solve is differentiated, any
+          `diffrax.AbstractAdjoint`: `diffrax.DirectAdjoint()` (default; forward and
+          reverse mode and `induced_metric`; memory $O(\text{max\_steps})$ in reverse
+          mode), `diffrax.RecursiveCheckpointAdjoint()` (reverse mode only; memory
+          $O(\log N)$ in the number of steps $N$), `diffrax.BacksolveAdjoint()` (reverse
+          mode only; memory $O(1)$; solves the adjoint ODE backwards, so its gradient is
+          accurate to the tolerances only), `diffrax.ForwardMode()` (`jax.jvp`/`jacfwd`
+          only). The names `"direct"` etc. are deprecated.
         - `rtol`, `atol`: tolerances of the adaptive depth solve; default
           $10^{-2}\sqrt{\varepsilon}$ of the dtype ($1.5\cdot10^{-10}$ in float64).
         - `num_steps`: if given, take exactly this many equal steps instead (any
@@ -164,8 +168,10 @@ class LinearNeuralODE(AbstractFactorization):
           points themselves.
 
         **Raises:** `ValueError` for coefficients that are not a stack of square
-        matrices or not finite, an unknown adjoint, bad tolerances, step counts or grid;
-        `TypeError` for non-float coefficients or a non-diffrax solver.
+        matrices or not finite (under `jit`: an `equinox.EquinoxRuntimeError` when the
+        computation runs), an unknown adjoint name, bad tolerances, step counts or grid;
+        `TypeError` for non-float coefficients, a non-diffrax solver or an `adjoint` that
+        is not a `diffrax.AbstractAdjoint`.
         """
         coeffs = as_float_array(coeffs, "coeffs")
         if coeffs.ndim != 3 or coeffs.shape[1] != coeffs.shape[2] or coeffs.shape[0] < 1:
@@ -173,8 +179,7 @@ class LinearNeuralODE(AbstractFactorization):
                 "`coeffs` must have shape (degree + 1, n, n): one square n x n matrix per "
                 f"basis function, got shape {coeffs.shape}."
             )
-        check_finite(coeffs, "coeffs")
-        self.coeffs = coeffs
+        self.coeffs = check_finite(coeffs, "coeffs")
         self.solver = solver
         self.adjoint = resolve_adjoint(adjoint)
         self.rtol, self.atol, self.num_steps, self.max_steps = check_options(

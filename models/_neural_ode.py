@@ -30,9 +30,10 @@ class NeuralODE(eqx.Module):
     empirical neural tangent kernel. There are no known conservation laws for a generic
     MLP vector field.
 
-    As for [`models.LinearNeuralODE`][], the default `RecursiveCheckpointAdjoint` and
-    `BacksolveAdjoint` support reverse mode only; use `adjoint="direct"` for the
-    forward-mode tools (`jax.jacfwd`, [`manifolds.induced_metric`][]).
+    As for [`models.LinearNeuralODE`][], the default `diffrax.DirectAdjoint()` supports
+    reverse mode, forward mode and [`manifolds.induced_metric`][] (a transposed
+    linearization); `RecursiveCheckpointAdjoint` and `BacksolveAdjoint` save memory but
+    are reverse mode only, `ForwardMode` is forward mode only.
     """
 
     mlp: eqx.nn.MLP
@@ -52,7 +53,7 @@ class NeuralODE(eqx.Module):
         key: Key,
         activation: Callable = jax.nn.tanh,
         solver: dfx.AbstractSolver = dfx.Tsit5(),
-        adjoint: dfx.AbstractAdjoint | str = dfx.RecursiveCheckpointAdjoint(),
+        adjoint: dfx.AbstractAdjoint | str = dfx.DirectAdjoint(),
         rtol: RealScalarLike | None = None,
         atol: RealScalarLike | None = None,
         num_steps: int | None = None,
@@ -67,8 +68,9 @@ class NeuralODE(eqx.Module):
         - `solver`, `adjoint`, `rtol`, `atol`, `num_steps`, `max_steps`: the depth solve,
           as for [`models.LinearNeuralODE`][].
 
-        **Raises:** `ValueError` for non-positive sizes, an unknown adjoint or bad
-        tolerances; `TypeError` for a non-diffrax solver.
+        **Raises:** `ValueError` for non-positive sizes, an unknown adjoint name or bad
+        tolerances; `TypeError` for a non-diffrax solver or an `adjoint` that is not a
+        `diffrax.AbstractAdjoint`.
         """
         dim = check_positive_int(dim, "dim")
         width_size = check_positive_int(width_size, "width_size")

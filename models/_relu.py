@@ -205,10 +205,10 @@ class ReLUNetwork(AbstractReLUNetwork):
         check_num_paths(
             _count_paths(widths, bs is not None), max_paths, f"A ReLUNetwork of widths {widths}"
         )
-        for k, w in enumerate(ws):
-            check_finite(w, f"weights[{k}]")
-        for k, b in enumerate(bs or ()):
-            check_finite(b, f"biases[{k}]")
+        # The checked arrays are the ones stored: under `jit` the check is in their data flow.
+        ws = tuple(check_finite(w, f"weights[{k}]") for k, w in enumerate(ws))
+        if bs is not None:
+            bs = tuple(check_finite(b, f"biases[{k}]") for k, b in enumerate(bs))
         dtype = jnp.result_type(*ws, *(bs or ()))
         self.weights = tuple(w.astype(dtype) for w in ws)
         self.biases = None if bs is None else tuple(b.astype(dtype) for b in bs)

@@ -89,9 +89,10 @@ class ReLUDAG(AbstractReLUNetwork):
         if count == 0:
             raise ValueError("The graph has no path from an input or a bias to an output.")
         check_num_paths(count, max_paths, f"A ReLUDAG with {len(pairs)} edges")
-        check_finite(w, "weights")
+        # The checked arrays are the ones stored: under `jit` the check is in their data flow.
+        w = check_finite(w, "weights")
         if b is not None:
-            check_finite(b, "biases")
+            b = check_finite(b, "biases")
         dtype = w.dtype if b is None else jnp.result_type(w, b)
         self.weights = w.astype(dtype)
         self.biases = None if b is None else b.astype(dtype)
