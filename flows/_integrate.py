@@ -325,9 +325,7 @@ def _integrate(
     t1 = eqx.error_if(t1, t1 <= t0, "`t1` must be greater than `t0`.")
     ts = saveat.times(t0, t1)
     ts = eqx.error_if(ts, jnp.any(ts[1:] < ts[:-1]), "`SaveAt(ts=...)` must be non-decreasing.")
-    ts = eqx.error_if(
-        ts, jnp.any((ts < t0) | (ts > t1)), "`SaveAt(ts=...)` must lie in [t0, t1]."
-    )
+    ts = eqx.error_if(ts, jnp.any((ts < t0) | (ts > t1)), "`SaveAt(ts=...)` must lie in [t0, t1].")
     if start is not None:  # a later piece of a piecewise flow
         t0, ts = start, jnp.maximum(ts, start)
     # A non-finite start is reported as such, not as "maximum steps reached" after the

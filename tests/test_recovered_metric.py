@@ -1,3 +1,4 @@
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -52,10 +53,15 @@ def test_equals_closed_form_on_the_level_set(name, getkey):
 def test_intrinsic_flow_reproduces_euclidean_flow(build, getkey):
     model = build(getkey())
     f = quadratic_loss(getkey(), jax.eval_shape(model.lift))
-    opts = dict(ts=jnp.linspace(0.0, 2.0, 5), rtol=1e-10, atol=1e-10)
-    euc = flows.euclidean_flow(model, f, 2.0, save_params=True, **opts)
+    tight = dfx.PIDController(rtol=1e-10, atol=1e-10)
+    ts = jnp.linspace(0.0, 2.0, 5)
+    euc = flows.euclidean_flow(
+        model, f, 0.0, 2.0, saveat=flows.SaveAt(ts=ts, params=True), stepsize_controller=tight
+    )
     K = RecoveredMetric(model)
-    intr = flows.intrinsic_flow(K, f, model.lift(), 2.0, **opts)
+    intr = flows.intrinsic_flow(
+        K, f, 0.0, 2.0, model.lift(), saveat=flows.SaveAt(ts=ts), stepsize_controller=tight
+    )
     assert euc.successful and intr.successful
     # The flow really moved (the comparison below is not vacuous).
     assert float(euc.losses[-1]) < float(euc.losses[0])
@@ -127,9 +133,9 @@ def test_failed_solve_is_reported_not_used(getkey):
         jitted(z_bad)
     with pytest.raises(eqx.EquinoxRuntimeError, match="no theta with phi"):
         jitted(z_bad.at[0, 0].set(jnp.nan))  # traced: only the residual can tell
-    f = lambda z: 0.5 * jnp.sum((z - jnp.eye(2)) ** 2)
+    f = lambda z, args: 0.5 * jnp.sum((z - jnp.eye(2)) ** 2)
     with pytest.raises(eqx.EquinoxRuntimeError, match="no theta with phi"):
-        flows.intrinsic_flow(K, f, z_bad, 1.0)  # inside diffrax's compiled loop too
+        flows.intrinsic_flow(K, f, 0.0, 1.0, z_bad)  # inside diffrax's compiled loop too
     with pytest.raises(ValueError, match="`z` must be finite"):
         K(z_bad.at[0, 0].set(jnp.inf))
     with pytest.raises(ValueError, match="`z` must be shaped like"):

@@ -28,7 +28,8 @@ def test_sweep_rows_match_single_flows(tmp_path, capsys):
     for r in rows[::2]:
         config = {**example.defaults, "seed": 0, "t1": 2.0, "lam": r["lam"]}
         model, f, _ = example.build(config)
-        single = flows.euclidean_flow(model, f, 2.0, ts=jnp.linspace(0, 2.0, 21))
+        saveat = flows.SaveAt(ts=jnp.linspace(0, 2.0, 21))
+        single = flows.euclidean_flow(model, f, 0.0, 2.0, saveat=saveat)
         np.testing.assert_allclose(r["final_loss"], float(single.losses[-1]), rtol=1e-9)
     # Not vacuous: λ changes where the flow ends.
     assert len({round(r["final_loss"], 8) for r in rows}) == len(rows)
