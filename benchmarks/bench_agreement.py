@@ -14,6 +14,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import diffrax as dfx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import flows  # noqa: E402
@@ -54,30 +55,41 @@ CONFIGS = {
 }
 
 
+def _regression(w, data):
+    X, Y = data
+    return 0.5 * jnp.mean((w @ X - Y) ** 2)
+
+
+def _distance(w, target):
+    return 0.5 * jnp.sum((w - target) ** 2)
+
+
 def _loss(key, z):
+    """The loss `f(z, args)` and its data `args`: regression for a matrix z, else a target."""
     if z.ndim == 2:
         kx, ky = jax.random.split(key)
         X = jax.random.normal(kx, (z.shape[1], 10))
         Y = jax.random.normal(ky, (z.shape[0], 10))
-        return lambda w: 0.5 * jnp.mean((w @ X - Y) ** 2)
-    target = jax.random.normal(key, z.shape)
-    return lambda w: 0.5 * jnp.sum((w - target) ** 2)
+        return _regression, (X, Y)
+    return _distance, jax.random.normal(key, z.shape)
 
 
 def main(quick: bool = False) -> list[Row]:
     rows = []
     seeds = (0,) if quick else (0, 1, 2)
     ts = jnp.linspace(0.0, 5.0, 21)
-    opts = dict(ts=ts, rtol=1e-10, atol=1e-10)
+    opts = dict(
+        saveat=flows.SaveAt(ts=ts), stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-10)
+    )
     for name, build in CONFIGS.items():
         worst, drift, start = 0.0, 0.0, time.perf_counter()
         for seed in seeds:
             kmodel, kloss = jax.random.split(jax.random.key(seed))
             model = build(kmodel)
-            f = _loss(kloss, model.lift())
-            euc = flows.euclidean_flow(model, f, 5.0, **opts)
+            f, data = _loss(kloss, model.lift())
+            euc = flows.euclidean_flow(model, f, 0.0, 5.0, args=data, **opts)
             intr = flows.intrinsic_flow(
-                manifolds.intrinsic_metric(model), f, model.lift(), 5.0, **opts
+                manifolds.intrinsic_metric(model), f, 0.0, 5.0, model.lift(), args=data, **opts
             )
             worst = max(worst, float(jnp.max(flows.relative_deviation(euc, intr))))
             drift = max(drift, float(euc.conservation_drift))
