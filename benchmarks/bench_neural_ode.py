@@ -102,27 +102,27 @@ def _flow_problem(n, degree, seed=0):
     rank = max(1, n // 2)
     target = jax.random.normal(kt, (n, rank)) @ jax.random.normal(kx, (rank, n)) / np.sqrt(rank)
     X = jax.random.normal(jax.random.key(seed + 2), (n, 20))
-    return model, _Regression(X, target @ X)
+    return model, (X, target @ X)
 
 
-class _Regression(eqx.Module):
-    X: jax.Array
-    Y: jax.Array
-
-    def __call__(self, z):
-        return 0.5 * jnp.mean(jnp.sum((z @ self.X - self.Y) ** 2, axis=0))
+def _regression(z, data):
+    X, Y = data
+    return 0.5 * jnp.mean(jnp.sum((z @ X - Y) ** 2, axis=0))
 
 
-OPTS = dict(ts=jnp.linspace(0.0, 2.0, 5), rtol=1e-10, atol=1e-10)
+OPTS = dict(
+    saveat=flows.SaveAt(ts=jnp.linspace(0.0, 2.0, 5)),
+    stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-10),
+)
 
 
-def _flows(model, loss, K):
+def _flows(model, data, K):
     start = time.perf_counter()
-    euc = flows.euclidean_flow(model, loss, 2.0, **OPTS)
+    euc = flows.euclidean_flow(model, _regression, 0.0, 2.0, args=data, **OPTS)
     jax.block_until_ready(euc.zs)
     t_euc = time.perf_counter() - start
     start = time.perf_counter()
-    intr = flows.intrinsic_flow(K, loss, model.lift(), 2.0, **OPTS)
+    intr = flows.intrinsic_flow(K, _regression, 0.0, 2.0, model.lift(), args=data, **OPTS)
     jax.block_until_ready(intr.zs)
     t_intr = time.perf_counter() - start
     deviation = float(jnp.max(flows.relative_deviation(euc, intr)))
@@ -132,10 +132,10 @@ def _flows(model, loss, K):
 def bench_flows(quick):
     rows = []
     for n in (4,) if quick else (4, 8):
-        model, loss = _flow_problem(n, 10)
+        model, data = _flow_problem(n, 10)
         K = manifolds.intrinsic_metric(model)
-        deviation, first_euc, first_intr, _, _ = _flows(model, loss, K)
-        _, t_euc, t_intr, euc, intr = _flows(model, loss, K)
+        deviation, first_euc, first_intr, _, _ = _flows(model, data, K)
+        _, t_euc, t_intr, euc, intr = _flows(model, data, K)
         say(
             f"flows n = {n}, degree 10 (D = {model.coeffs.size}): max deviation {deviation:.1e}; "
             f"Euclidean {fmt_seconds(t_euc)} ({int(euc.stats['num_steps'])} steps; first call "
@@ -162,8 +162,8 @@ def bench_convergence(quick):
     sizes, deviations = [], []
     K = manifolds.LogMeanMetric()  # coarse bases are below the registration's tolerance
     for degree in (2, 4, 6, 8, 10):
-        model, loss = _flow_problem(3, degree)
-        deviation = _flows(model, loss, K)[0]
+        model, data = _flow_problem(3, degree)
+        deviation = _flows(model, data, K)[0]
         sizes.append(degree + 1)
         deviations.append(deviation)
     rows = []

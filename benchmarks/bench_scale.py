@@ -52,12 +52,10 @@ from benchmarks._common import (
 jax.config.update("jax_enable_x64", True)
 
 
-class _Regression(eqx.Module):
-    X: jax.Array
-    Y: jax.Array
-
-    def __call__(self, z):
-        return 0.5 * jnp.mean(jnp.sum((z @ self.X - self.Y) ** 2, axis=0))
+def regression(z, data):
+    """The loss `f(z, args)`, with the data `(X, Y)` as the flows' `args`."""
+    X, Y = data
+    return 0.5 * jnp.mean(jnp.sum((z @ X - Y) ** 2, axis=0))
 
 
 def _ensemble_problem(size):
@@ -67,43 +65,49 @@ def _ensemble_problem(size):
         for k, lam in zip(keys, np.linspace(-1.0, 1.0, size))
     ]
     kx, ky = jax.random.split(jax.random.key(1))
-    f = _Regression(jax.random.normal(kx, (2, 8)), jax.random.normal(ky, (2, 8)))
-    return members, f
+    data = (jax.random.normal(kx, (2, 8)), jax.random.normal(ky, (2, 8)))
+    return members, data
 
 
-OPTS = dict(rtol=1e-8, atol=1e-8)
+OPTS = dict(stepsize_controller=dfx.PIDController(rtol=1e-8, atol=1e-8))
 
 
-def _raw_diffrax(batch, f):
+def _raw_diffrax(batch, data):
     # The ensemble with nothing of the library: diffeqsolve of θ' = -∇(f∘φ)(θ), vmapped.
     params, static = eqx.partition(batch, eqx.is_array)
 
     def field(t, p, args):
-        grad = jax.grad(lambda p: f(eqx.combine(p, static).lift()))(p)
+        grad = jax.grad(lambda p: regression(eqx.combine(p, static).lift(), args))(p)
         return jax.tree.map(jnp.negative, grad)
 
-    def solve(p):
-        controller = dfx.PIDController(rtol=OPTS["rtol"], atol=OPTS["atol"])
+    def solve(p, data):
+        controller = OPTS["stepsize_controller"]
         term = dfx.ODETerm(field)
-        sol = dfx.diffeqsolve(term, dfx.Tsit5(), 0.0, 5.0, None, p, stepsize_controller=controller)
+        sol = dfx.diffeqsolve(
+            term, dfx.Tsit5(), 0.0, 5.0, None, p, args=data, stepsize_controller=controller
+        )
         return sol.ys
 
-    solve = jax.jit(jax.vmap(solve))
-    return lambda: solve(params)
+    solve = jax.jit(jax.vmap(solve, in_axes=(0, None)))
+    return lambda: solve(params, data)
 
 
 def bench_ensemble(quick):
     size, loop_size = (100, 10) if quick else (1000, 25)
-    members, f = _ensemble_problem(size)
+    members, data = _ensemble_problem(size)
     batch = flows.stack(members)
-    t_batch = time_call(lambda: flows.euclidean_ensemble(batch, f, 5.0, **OPTS).zs, repeats=3)
-    flows.euclidean_flow(members[0], f, 5.0, **OPTS)  # compile once
+    t_batch = time_call(
+        lambda: flows.euclidean_ensemble(batch, regression, 0.0, 5.0, args=data, **OPTS).zs,
+        repeats=3,
+    )
+    flows.euclidean_flow(members[0], regression, 0.0, 5.0, args=data, **OPTS)  # compile once
     start = time.perf_counter()
     for m in members[:loop_size]:
-        jax.block_until_ready(flows.euclidean_flow(m, f, 5.0, **OPTS).zs)
+        sol = flows.euclidean_flow(m, regression, 0.0, 5.0, args=data, **OPTS)
+        jax.block_until_ready(sol.zs)
     t_loop = (time.perf_counter() - start) / loop_size * size
     ratio = t_loop / t_batch
-    t_raw = time_call(_raw_diffrax(batch, f), repeats=3)
+    t_raw = time_call(_raw_diffrax(batch, data), repeats=3)
     say(
         f"ensemble of {size}: vmapped {fmt_seconds(t_batch)}, loop {fmt_seconds(t_loop)} "
         f"(scaled from {loop_size}), ratio {ratio:.0f}x; plain diffrax vmapped "
@@ -125,13 +129,14 @@ _SHARDED = """
 import json, time, jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import flows
-from benchmarks.bench_scale import _ensemble_problem, OPTS
+from benchmarks.bench_scale import _ensemble_problem, regression, OPTS
 from benchmarks._common import time_call
-members, f = _ensemble_problem({size})
+members, data = _ensemble_problem({size})
 batch = flows.stack(members)
 sharding = NamedSharding(Mesh(np.array(jax.devices()), ("batch",)), PartitionSpec("batch"))
-one = lambda: flows.euclidean_ensemble(batch, f, 5.0, **OPTS).zs
-many = lambda: flows.euclidean_ensemble(batch, f, 5.0, sharding=sharding, **OPTS).zs
+opts = dict(args=data, **OPTS)
+one = lambda: flows.euclidean_ensemble(batch, regression, 0.0, 5.0, **opts).zs
+many = lambda: flows.euclidean_ensemble(batch, regression, 0.0, 5.0, sharding=sharding, **opts).zs
 times = {{k: time_call(fn, repeats=3) for k, fn in (("one", one), ("many", many))}}
 diff = float(jnp.max(jnp.abs(one() - many())))
 print(json.dumps({{**times, "maxdiff": diff, "devices": len(jax.devices())}}))
@@ -174,13 +179,13 @@ def bench_sharding(quick):
 def _large_problem(width):
     model = models.DeepLinear.random(jax.random.key(0), (width,) * 9, scale=1.0)
     kx, ky = jax.random.split(jax.random.key(1))
-    f = _Regression(jax.random.normal(kx, (width, 64)), 0.1 * jax.random.normal(ky, (width, 64)))
-    return model, f
+    data = (jax.random.normal(kx, (width, 64)), 0.1 * jax.random.normal(ky, (width, 64)))
+    return model, data
 
 
 def _probe_large(width):
-    model, f = _large_problem(width)
-    run = lambda: flows.euclidean_flow(model, f, 0.05, **OPTS)
+    model, data = _large_problem(width)
+    run = lambda: flows.euclidean_flow(model, regression, 0.0, 0.05, args=data, **OPTS)
     sol = run()  # compile
     start = time.perf_counter()
     sol = jax.block_until_ready(run())
