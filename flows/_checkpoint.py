@@ -15,7 +15,7 @@ from models import AbstractFactorization
 from models._custom_types import RealScalarLike
 
 from ._euclidean import euclidean_flow
-from ._integrate import check_options
+from ._options import check_options
 from ._solution import RESULTS, FlowSolution, SaveAt
 
 # The defaults of `euclidean_flow`'s options, for checking a partial set up front.

@@ -13,8 +13,8 @@ from models import AbstractFactorization
 from models._custom_types import RealScalarLike
 
 from ._euclidean import euclidean_flow
-from ._integrate import as_traced
 from ._intrinsic import intrinsic_flow
+from ._options import as_traced
 from ._solution import FlowSolution
 
 

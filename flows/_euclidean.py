@@ -14,7 +14,8 @@ from manifolds import laws_function, lifting_function
 from models import AbstractFactorization, AbstractReLUNetwork
 from models._custom_types import RealScalarLike
 
-from ._integrate import check_options, integrate
+from ._integrate import integrate
+from ._options import check_options
 from ._output_loss import OutputLoss
 from ._solution import FlowSolution, SaveAt
 

@@ -17,7 +17,8 @@ from models import AbstractReLUNetwork
 from models._custom_types import RealScalarLike
 
 from ._euclidean import DEFAULT_CONTROLLER
-from ._integrate import check_options, integrate
+from ._integrate import integrate
+from ._options import check_options
 from ._output_loss import OutputLoss
 from ._solution import FlowSolution, SaveAt
 
@@ -229,7 +230,6 @@ def intrinsic_flow(
 
 
 def _check_state(z0):
-    leaves = jax.tree.leaves(z0)
     try:
         z0 = jax.tree.map(jnp.asarray, z0)
     except TypeError:
