@@ -118,8 +118,10 @@ def test_two_layer_neuron_formula(getkey):
         s = jnp.sqrt(c**2 + 4 * jnp.sum(zj**2))
         xj = jnp.concatenate([x[0][:, j, :], x[1][:, j, None]], axis=1)
         kj = zj @ zj.T @ xj / ((s + c) / 2) + xj @ zj.T @ zj / ((s - c) / 2)
-        np.testing.assert_allclose(out[0][:, j, :], kj[:, :3], rtol=1e-12)
-        np.testing.assert_allclose(out[1][:, j], kj[:, 3], rtol=1e-12)
+        # Relative to the block's scale, not entry by entry: one entry can be
+        # 1e-6 of the others and carry their rounding error.
+        got = jnp.concatenate([out[0][:, j, :], out[1][:, j, None]], axis=1)
+        assert jnp.linalg.norm(got - kj) <= 1e-12 * jnp.linalg.norm(kj)
     np.testing.assert_allclose(out[2], x[2])  # output biases: identity
     del b2
 
