@@ -32,6 +32,7 @@ from ._relu_metric import (
 )
 from ._relu_recovery import ReLURESULTS as ReLURESULTS
 from ._relu_two_layer_metric import TwoLayerReLUMetric as TwoLayerReLUMetric
+from ._spectral import AbstractSpectralMetric as AbstractSpectralMetric
 from ._symbolic import (
     PolynomialConservationLaws as PolynomialConservationLaws,
     polynomial_conservation_laws as polynomial_conservation_laws,

@@ -1,17 +1,16 @@
 """Closed-form intrinsic metric of balanced / relaxed-balanced deep linear networks."""
 
 import jax.numpy as jnp
-import lineax as lx
 from jaxtyping import Array, Float
 
 from models import DeepLinear
 
-from ._chain import chain_metric_kernel, chain_root
-from ._intrinsic_metric import AbstractIntrinsicMetric, default_rtol, intrinsic_metric
-from ._spectral import padded_svd, spectral_operator
+from ._chain import chain_root
+from ._intrinsic_metric import default_rtol, intrinsic_metric
+from ._spectral import AbstractSpectralMetric
 
 
-class DeepLinearMetric(AbstractIntrinsicMetric):
+class DeepLinearMetric(AbstractSpectralMetric):
     r"""Intrinsic metric of $Z = W_L\cdots W_1$ with $W_{j+1}^\top W_{j+1} - W_jW_j^\top = \lambda_j I$.
 
     $$K(Z)[X] = \sum_{j=1}^L a_j(ZZ^\top)\,X\,b_j(Z^\top Z),\quad
@@ -34,12 +33,44 @@ class DeepLinearMetric(AbstractIntrinsicMetric):
             raise ValueError(f"`lams` must be a vector of L-1 values, got shape {lams.shape}.")
         self.levels = jnp.concatenate([jnp.zeros_like(lams[:1]), jnp.cumsum(lams)])
 
-    def __call__(self, z: Float[Array, "n_out n_in"]) -> lx.FunctionLinearOperator:
-        p, s_left, q, s_right = padded_svd(z)
-        kernel = chain_metric_kernel(
-            chain_root(s_left**2, self.levels), chain_root(s_right**2, self.levels), self.levels
-        )
-        return spectral_operator(p, kernel, q)
+    def spectral_factors(self, s_left, s_right):
+        r"""$L$ terms: $a_j = \prod_{k>j} f_k(x)$, $b_j = \prod_{k<j} f_k(x')$ with
+        $f_k(x) = x + \Lambda_{k-1}$, $x = p^{-1}(s)$, $x' = p^{-1}(s')$.
+
+        Divided differences through $x$: $a^{[1]}_j(s, t) = [A_j](x, y)\,/\,[p](x, y)$,
+        with, for a product of linear factors, $[\prod_{k\in S} f_k](x, y) = \sum_{k\in S}
+        \prod_{l\in S, l<k} f_l(x)\prod_{l\in S, l>k} f_l(y)$: a sum of nonnegative terms,
+        accurate to rounding also for $x \approx y$.
+        """
+        depth = self.levels.shape[0]
+
+        def side(s, terms):
+            x = chain_root(s, self.levels)
+            f = x[None, :] + self.levels[:, None]  # f_k(x_i), (L, n)
+            values = jnp.stack([_product(f, ks) for ks in terms])
+            dp = _product_divided_difference(f, range(depth))
+            dp = jnp.where(dp > 0, dp, 1.0)  # 0 only where both s are 0 at a double root
+            diffs = jnp.stack([_product_divided_difference(f, ks) / dp for ks in terms])
+            return values, diffs
+
+        a, da = side(s_left, [range(j + 1, depth) for j in range(depth)])
+        b, db = side(s_right, [range(j) for j in range(depth)])
+        return a, b, da, db
+
+
+def _product(f, ks):
+    out = jnp.ones_like(f[0])
+    for k in ks:
+        out = out * f[k]
+    return out
+
+
+def _product_divided_difference(f, ks):
+    ks = list(ks)
+    total = jnp.zeros(f.shape[1:] * 2, f.dtype)
+    for i in range(len(ks)):
+        total = total + jnp.outer(_product(f, ks[:i]), _product(f, ks[i + 1 :]))
+    return total
 
 
 @intrinsic_metric.register

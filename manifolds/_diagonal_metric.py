@@ -19,8 +19,10 @@ class DiagonalChainMetric(AbstractIntrinsicMetric):
     $p(x) = z^2$ with $x \ge \max(0, -\Lambda_k)$ and $K(z) = p'(x)$. For $L = 2$ this is
     $\sqrt{4z^2 + \lambda^2}$.
 
-    Accuracy: the root is found by monotone Newton iterations to rounding; $K$ is as
-    accurate as $x$ (relative error $O(\varepsilon)$ away from double roots of $p$).
+    Accuracy: the root is found by monotone Newton iterations to rounding
+    ([`optimistix.Newton`](https://docs.kidger.site/optimistix/api/root_find/)); $K$ is as
+    accurate as $x$ (relative error $O(\varepsilon)$ away from double roots of $p$). It is
+    differentiable in $z$ and in the $\lambda_j$ (implicit function theorem).
     """
 
     levels: Float[Array, " depth *shape"]
@@ -36,12 +38,8 @@ class DiagonalChainMetric(AbstractIntrinsicMetric):
         self.levels = jnp.concatenate([jnp.zeros_like(lams[:1]), jnp.cumsum(lams, axis=0)])
 
     def __call__(self, z: Float[Array, "*shape"]) -> lx.FunctionLinearOperator:
-        x = jax.vmap(chain_root, in_axes=(0, 1))(
-            jnp.reshape(z**2, -1), self.levels.reshape(self.levels.shape[0], -1)
-        )
-        prefix, suffix = jax.vmap(prefix_suffix, in_axes=(0, 1), out_axes=1)(
-            x, self.levels.reshape(self.levels.shape[0], -1)
-        )
+        x = chain_root(z**2, self.levels)
+        prefix, suffix = prefix_suffix(x, self.levels)
         diag = jnp.sum(prefix * suffix, axis=0).reshape(z.shape)
         return lx.FunctionLinearOperator(
             lambda g: diag * g,

@@ -2,16 +2,15 @@
 
 import equinox as eqx
 import jax.numpy as jnp
-import lineax as lx
 from jaxtyping import Array, Float
 
 from models import TwoLayerLinear
 
-from ._intrinsic_metric import AbstractIntrinsicMetric, default_rtol, intrinsic_metric
-from ._spectral import padded_svd, spectral_operator
+from ._intrinsic_metric import default_rtol, intrinsic_metric
+from ._spectral import AbstractSpectralMetric
 
 
-class TwoLayerLinearMetric(AbstractIntrinsicMetric):
+class TwoLayerLinearMetric(AbstractSpectralMetric):
     r"""Intrinsic metric of $Z = UV^\top$ on the level set $U^\top U - V^\top V = \lambda I_r$.
 
     $$K_\lambda(Z)[X] = (ZZ^\top + \tfrac{\lambda^2}{4}I)^{1/2}X + X(Z^\top Z + \tfrac{\lambda^2}{4}I)^{1/2}
@@ -45,16 +44,36 @@ class TwoLayerLinearMetric(AbstractIntrinsicMetric):
             raise ValueError(f"`rank` must be a positive integer, got {rank}.")
         self.rank = int(rank)
 
-    def __call__(self, z: Float[Array, "n m"]) -> lx.FunctionLinearOperator:
-        p, s_left, q, s_right = padded_svd(z)
+    def spectral_factors(self, s_left, s_right):
+        r"""$K = A\,X + X\,B$: two terms, $(a, b) = (\alpha, 1)$ and $(1, \beta)$.
+
+        Divided differences without cancellation: $[\sqrt{\cdot + \lambda^2/4}](s, s') =
+        1/(\tilde\alpha + \tilde\alpha')$, and the projector's jump $\lambda^\pm$ across the
+        split at index $r$ divided by the gap $s_i - s_j$ (positive on the domain, where
+        $\mathrm{rank}\,Z = r$).
+        """
         quarter = self.lam**2 / 4
-        alpha = jnp.sqrt(s_left**2 + quarter)
-        beta = jnp.sqrt(s_right**2 + quarter)
-        alpha = alpha - jnp.where(
-            jnp.arange(alpha.shape[0]) >= self.rank, jnp.maximum(self.lam, 0), 0
+
+        def side(s, jump):
+            root = jnp.sqrt(s + quarter)
+            shift = jnp.where(jnp.arange(s.shape[0]) >= self.rank, jump, 0.0)
+            total = root[:, None] + root[None, :]
+            smooth = 1.0 / jnp.where(total > 0, total, 1.0)  # 0 only where both s are 0
+            dshift = shift[:, None] - shift[None, :]
+            gap = s[:, None] - s[None, :]
+            cross = jnp.where(dshift != 0, dshift / jnp.where(dshift != 0, gap, 1.0), 0.0)
+            return root + shift, smooth + cross
+
+        alpha, dalpha = side(s_left, -jnp.maximum(self.lam, 0))
+        beta, dbeta = side(s_right, jnp.minimum(self.lam, 0))
+        n, m = s_left.shape[0], s_right.shape[0]
+        one_n, one_m = jnp.ones_like(alpha), jnp.ones_like(beta)
+        return (
+            jnp.stack([alpha, one_n]),
+            jnp.stack([one_m, beta]),
+            jnp.stack([dalpha, jnp.zeros((n, n), alpha.dtype)]),
+            jnp.stack([jnp.zeros((m, m), beta.dtype), dbeta]),
         )
-        beta = beta + jnp.where(jnp.arange(beta.shape[0]) >= self.rank, jnp.minimum(self.lam, 0), 0)
-        return spectral_operator(p, alpha[:, None] + beta[None, :], q)
 
 
 @intrinsic_metric.register

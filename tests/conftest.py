@@ -1,3 +1,4 @@
+import os
 import random
 
 import jax
@@ -10,8 +11,9 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 @pytest.fixture
 def getkey(request):
-    """A fresh PRNG key per call, from a seed printed on failure so it can be replayed."""
-    seed = random.randint(0, 2**31 - 1)
+    """A fresh PRNG key per call, from a seed printed on failure so it can be replayed
+    (`GETKEY_SEED=<seed> pytest ...`)."""
+    seed = int(os.environ.get("GETKEY_SEED", random.randint(0, 2**31 - 1)))
     request.node.user_properties.append(("seed", seed))
     print(f"getkey seed: {seed}")
     key = jax.random.key(seed)

@@ -97,22 +97,6 @@ def test_vmap_over_data_equals_a_loop(getkey):
         np.testing.assert_allclose(batched[i], single, rtol=1e-9, atol=1e-9 * np.abs(single).max())
 
 
-def _reverse_differentiable(name):
-    # Closed forms whose K(z) has no reverse-mode derivative yet: the chain root is a
-    # hand-written Newton iteration in a while loop, and a non-square z needs the full
-    # SVD, which JAX cannot differentiate. Strict xfail: a fix shows up as a failure here.
-    config = intrinsic_configs[name](jax.random.key(0))
-    z = config.lift()
-    if name.startswith(("diagonal", "deep")) or z.shape[0] != z.shape[1]:
-        return pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True, reason="K(z) not reverse-differentiable (chain root, full SVD)"
-            ),
-        )
-    return name
-
-
 @pytest.mark.parametrize("name", sorted(intrinsic_configs))
 def test_grad_of_final_loss_of_euclidean_flow(name, getkey):
     # d/ds of the final loss from the init scaled by s, against a central difference of
@@ -130,22 +114,76 @@ def test_grad_of_final_loss_of_euclidean_flow(name, getkey):
     assert abs(grad - fd) <= 1e-6 * abs(fd), (grad, fd)
 
 
-@pytest.mark.parametrize("name", [_reverse_differentiable(n) for n in sorted(intrinsic_configs)])
+def _shifted_metric(K, c, shift):
+    # K with its conserved values (λ, or the levels Λ of a chain) moved by shift * c.
+    leaves, treedef = jax.tree.flatten(eqx.filter(K, eqx.is_inexact_array))
+    moved = [leaf + shift * ci for leaf, ci in zip(leaves, c)]
+    return eqx.combine(
+        jax.tree.unflatten(treedef, moved), eqx.filter(K, eqx.is_inexact_array, inverse=True)
+    )
+
+
+# Where K is smooth in its conserved values too. Not for a balanced deep chain of non-square
+# widths: a nonzero λ has no closed form there (and x_min = max(0, −Λ) has a kink at Λ = 0).
+_LAM_SMOOTH = sorted(n for n in intrinsic_configs if n != "deep-balanced-2-4-5-2-2")
+
+
+@pytest.mark.parametrize("name", sorted(intrinsic_configs))
 def test_grad_of_final_loss_of_intrinsic_flow(name, getkey):
-    # d/ds of the final loss of the intrinsic flow from z0 + s v (v random), K fixed.
+    # d/ds of the final loss of the intrinsic flow from z0 + s v (v random), and d/dμ with
+    # K's conserved values moved by (1 + μ) c (c random), against central differences.
+    # Every closed form, projector cases and rank-deficient non-square z included. The
+    # base point is moved off the balanced λ = 0, where K depends on |λ| (a padded zero
+    # singular value gives √(λ²/4)) and d/dλ does not exist.
     model, target = _problem(getkey(), name)
     K = manifolds.intrinsic_metric(model)
     z0 = model.lift()
     v = jax.random.normal(getkey(), z0.shape) * 1e-2 * jnp.max(jnp.abs(z0))
+    leaves = jax.tree.leaves(eqx.filter(K, eqx.is_inexact_array))
+    c = [0.1 * jax.random.normal(getkey(), leaf.shape) for leaf in leaves]
+    if name not in _LAM_SMOOTH:
+        c = [jnp.zeros_like(ci) for ci in c]
+    if isinstance(K, manifolds.DeepLinearMetric | manifolds.DiagonalChainMetric):
+        c = [ci.at[0].set(0.0) for ci in c]  # Λ_0 = 0 by definition
     options = dict(args=target, stepsize_controller=_tight())
 
-    def final_loss(s):
-        return flows.intrinsic_flow(K, _loss, 0.0, 1.0, z0 + s * v, **options).losses[-1]
+    def final_loss(s, mu):
+        metric = _shifted_metric(K, c, 1.0 + mu)
+        return flows.intrinsic_flow(metric, _loss, 0.0, 1.0, z0 + s * v, **options).losses[-1]
 
     h = 1e-4
-    grad = jax.grad(final_loss)(0.0)
-    fd = (final_loss(h) - final_loss(-h)) / (2 * h)
-    assert abs(grad - fd) <= 1e-6 * abs(fd), (grad, fd)
+    grad = jax.grad(final_loss, argnums=(0, 1))(0.0, 0.0)
+    fd_s = (final_loss(h, 0.0) - final_loss(-h, 0.0)) / (2 * h)
+    assert abs(grad[0] - fd_s) <= 1e-6 * abs(fd_s), (grad[0], fd_s)
+    if name in _LAM_SMOOTH:
+        fd_mu = (final_loss(0.0, h) - final_loss(0.0, -h)) / (2 * h)
+        assert abs(grad[1] - fd_mu) <= 1e-6 * abs(fd_mu), (grad[1], fd_mu)
+
+
+@pytest.mark.parametrize("name", ["diagonal-depth3", "two-layer-3-2-5-pos", "deep-square-L3"])
+def test_jacfwd_of_intrinsic_flow_equals_grad(name, getkey):
+    # Forward mode (diffrax.ForwardMode) through K(z): the chain root's implicit derivative
+    # and the Daleckii–Krein rule of the spectral metrics.
+    model, target = _problem(getkey(), name)
+    K = manifolds.intrinsic_metric(model)
+    z0 = model.lift()
+    v = jax.random.normal(getkey(), z0.shape) * 1e-2 * jnp.max(jnp.abs(z0))
+
+    def final_loss(s, adjoint):
+        return flows.intrinsic_flow(
+            K,
+            _loss,
+            0.0,
+            1.0,
+            z0 + s * v,
+            args=target,
+            stepsize_controller=_tight(),
+            adjoint=adjoint,
+        ).losses[-1]
+
+    forward = jax.jacfwd(lambda s: final_loss(s, dfx.ForwardMode()))(0.0)
+    reverse = jax.grad(lambda s: final_loss(s, dfx.RecursiveCheckpointAdjoint()))(0.0)
+    assert abs(forward - reverse) <= 1e-9 * abs(reverse), (forward, reverse)
 
 
 def test_grad_with_respect_to_data_and_jacfwd_with_forward_mode(getkey):

@@ -22,10 +22,12 @@ def _metrics(key):
         "two-layer": (manifolds.TwoLayerReLUMetric(two), two),
         "path": (manifolds.ReLUPathMetric(deep), deep),
         "recovered": (manifolds.RecoveredMetric(lin), lin),
+        # Any invertible square z: a generic product U Vᵀ (the metric has no fields).
+        "log-mean": (manifolds.LogMeanMetric(), models.TwoLayerLinear.random(key, 3, 3, 3)),
     }
 
 
-NAMES = ("two-layer", "path", "recovered")
+NAMES = ("two-layer", "path", "recovered", "log-mean")
 
 
 def _flat(z):
