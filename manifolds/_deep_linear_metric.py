@@ -6,7 +6,7 @@ from jaxtyping import Array, Float
 from models import DeepLinear
 
 from ._chain import chain_root
-from ._intrinsic_metric import default_rtol, intrinsic_metric
+from ._intrinsic_metric import check_domain, default_rtol, intrinsic_metric
 from ._spectral import AbstractSpectralMetric
 
 
@@ -75,30 +75,42 @@ def _product_divided_difference(f, ks):
 
 @intrinsic_metric.register
 def _(model: DeepLinear, *, rtol: float | None = None) -> DeepLinearMetric:
+    # Works under jit and vmap (checks by value, eqx.error_if when traced). Tolerances are
+    # relative to max_j ||W_j||_F^2, the scale of the laws h_j.
     laws = model.conservation_laws()
     widths = model.widths
     rtol = default_rtol(laws[0].dtype) if rtol is None else rtol
-    scale = max(1.0, max(float(jnp.sum(w**2)) for w in model.weights))
-    lams = []
-    for j, h in enumerate(laws):
-        n = h.shape[0]
-        lam = jnp.trace(h) / n
-        residual = float(jnp.linalg.norm(h - lam * jnp.eye(n)))
-        if residual > rtol * scale:
-            raise ValueError(
-                "The closed-form intrinsic metric of DeepLinear needs a relaxed-balanced "
-                f"init, W_(j+1)^T W_(j+1) - W_j W_j^T = lam_j I; at hidden layer j={j + 1} "
-                f"the residual ||h_j - lam_j I||_F is {residual:.3e} (lam_j = "
-                f"{float(lam):.6g}), above the tolerance {rtol:.1e} * {scale:.3g}. Start "
-                "from DeepLinear.balanced or DeepLinear.relaxed_balanced."
-            )
-        lams.append(lam)
-    lams = jnp.stack(lams)
-    nonzero = [j + 1 for j, lam in enumerate(lams) if abs(float(lam)) > rtol * scale]
-    if nonzero and len(set(widths)) > 1:
-        raise ValueError(
-            f"DeepLinear with widths={widths} is relaxed balanced with nonzero lam_j at "
-            f"hidden layers {nonzero}; the closed form covers nonzero lam_j only for "
-            "square widths (all n_j equal), and balanced (all lam_j = 0) for any widths."
+    scale = jnp.max(jnp.stack([jnp.sum(w**2) for w in model.weights]))
+    lams = jnp.stack([jnp.trace(h) / h.shape[0] for h in laws])
+    residuals = jnp.stack(
+        [
+            jnp.linalg.norm(h - lam * jnp.eye(h.shape[0], dtype=h.dtype))
+            for h, lam in zip(laws, lams)
+        ]
+    )
+    lams = check_domain(
+        lams,
+        jnp.any(residuals > rtol * scale),
+        "The closed-form intrinsic metric of DeepLinear needs a relaxed-balanced init, "
+        "W_(j+1)^T W_(j+1) - W_j W_j^T = lam_j I at every hidden layer j, to `rtol` relative "
+        "to max_j ||W_j||_F^2. Start from DeepLinear.balanced or DeepLinear.relaxed_balanced.",
+        lambda: (
+            "Measured ||h_j - lam_j I||_F = "
+            + ", ".join(f"{float(r):.3e}" for r in residuals)
+            + " (lam_j = "
+            + ", ".join(f"{float(lam):.6g}" for lam in lams)
+            + f"), tolerance {rtol:.1e} * {float(scale):.3g}."
+        ),
+    )
+    # λ_j within rounding of 0 are balanced layers.
+    lams = jnp.where(jnp.abs(lams) <= rtol * scale, 0.0, lams)
+    if len(set(widths)) > 1:
+        lams = check_domain(
+            lams,
+            jnp.any(lams != 0),
+            f"DeepLinear with widths={widths} is relaxed balanced with some lam_j != 0; the "
+            "closed form covers nonzero lam_j only for square widths (all n_j equal), and "
+            "balanced (all lam_j = 0) for any widths.",
+            lambda: "Measured lam_j = " + ", ".join(f"{float(lam):.6g}" for lam in lams) + ".",
         )
     return DeepLinearMetric(lams)

@@ -4,6 +4,7 @@ import abc
 import functools as ft
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
@@ -24,6 +25,20 @@ class AbstractIntrinsicMetric(eqx.Module):
     @abc.abstractmethod
     def __call__(self, z: PyTree[Array]) -> lx.AbstractLinearOperator:
         """Return $K(z)$ as a linear operator on $z$-shaped arrays."""
+
+
+def check_domain(x, bad, message: str, details=None):
+    r"""Return `x`, raising when `bad` (a boolean scalar) holds: the closed form's domain check.
+
+    Concrete `bad`: a `ValueError` at once, `message` followed by `details()` (the measured
+    numbers). Traced `bad` (under `jit`/`vmap`): `eqx.error_if` on the returned `x` with
+    `message`, so **store the returned array**.
+    """
+    if isinstance(bad, jax.core.Tracer):
+        return eqx.error_if(x, bad, message)
+    if bool(bad):
+        raise ValueError(message + ("" if details is None else " " + details()))
+    return x
 
 
 def default_rtol(dtype) -> float:

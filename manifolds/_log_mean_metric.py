@@ -9,7 +9,12 @@ from jaxtyping import Array, Float
 
 from models import LinearNeuralODE
 
-from ._intrinsic_metric import AbstractIntrinsicMetric, default_rtol, intrinsic_metric
+from ._intrinsic_metric import (
+    AbstractIntrinsicMetric,
+    check_domain,
+    default_rtol,
+    intrinsic_metric,
+)
 from ._spectral import padded_svd, spectral_operator
 
 # Below this |x|, sinh(x)/x is its Taylor polynomial 1 + x²/6 + x⁴/120: the next term,
@@ -88,20 +93,33 @@ class LogMeanMetric(AbstractIntrinsicMetric):
 @intrinsic_metric.register
 def _(model: LinearNeuralODE, *, rtol: float | None = None) -> LogMeanMetric:
     H = model.conservation_laws()
+    if isinstance(H, jax.core.Tracer):
+        # LogMeanMetric has no fields, so a traced check would have nothing to ride on
+        # (an unused eqx.error_if is dropped by jit): refuse rather than skip it.
+        raise TypeError(
+            "intrinsic_metric(LinearNeuralODE) checks the balance of the init, which needs "
+            "concrete values: call it outside jit/vmap, or build manifolds.LogMeanMetric() "
+            "directly (it has no fields) if the init is known to be relaxed balanced."
+        )
     # K(φ(A)) − M(A) is second order in the balance residual (measured: the Galerkin
     # truncation cancels to first order), so √(√ε) here means K ≈ M to about √ε.
     rtol = float(np.sqrt(default_rtol(H.dtype))) if rtol is None else rtol
-    residual = float(model.balance_residual())
+    residual = model.balance_residual()
     grid = jnp.asarray(model.s_grid, H.dtype)
-    size = float(jnp.max(jnp.sum(jax.vmap(model.A)(grid) ** 2, axis=(1, 2))))
-    scale = max(1.0, size, float(jnp.max(jnp.linalg.norm(H, axis=(1, 2)))))
-    if residual > rtol * scale:
-        raise ValueError(
-            "The log-mean intrinsic metric of LinearNeuralODE needs a relaxed-balanced "
-            "init, H(s) = dA/ds + dA^T/ds + A^T A - A A^T = lam(s) I; the residual "
-            f"max_s ||H(s) - tr(H(s))/n I||_F on the model's s_grid is {residual:.3e}, above "
-            f"the tolerance {rtol:.1e} * {scale:.3g}. Start from "
-            "LinearNeuralODE.relaxed_balanced with a larger `degree` (its projection "
-            "residual shrinks geometrically), or pass a larger `rtol`."
-        )
+    # The scale of H = dA/ds + dA/dsᵀ + AᵀA − AAᵀ: relative at every size of A (jit-safe).
+    size = jnp.max(jnp.sum(jax.vmap(model.A)(grid) ** 2, axis=(1, 2)))
+    scale = jnp.maximum(size, jnp.max(jnp.linalg.norm(H, axis=(1, 2))))
+    check_domain(
+        residual,
+        residual > rtol * scale,
+        "The log-mean intrinsic metric of LinearNeuralODE needs a relaxed-balanced init, "
+        "H(s) = dA/ds + dA^T/ds + A^T A - A A^T = lam(s) I, to `rtol` relative to "
+        "max_s max(||A(s)||_F^2, ||H(s)||_F) on the model's s_grid. Start from "
+        "LinearNeuralODE.relaxed_balanced with a larger `degree` (its projection residual "
+        "shrinks geometrically), or pass a larger `rtol`.",
+        lambda: (
+            f"Measured max_s ||H(s) - tr(H(s))/n I||_F = {float(residual):.3e}, above "
+            f"{rtol:.1e} * {float(scale):.3g}."
+        ),
+    )
     return LogMeanMetric()

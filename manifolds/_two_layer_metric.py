@@ -6,7 +6,7 @@ from jaxtyping import Array, Float
 
 from models import TwoLayerLinear
 
-from ._intrinsic_metric import default_rtol, intrinsic_metric
+from ._intrinsic_metric import check_domain, default_rtol, intrinsic_metric
 from ._spectral import AbstractSpectralMetric
 
 
@@ -78,31 +78,46 @@ class TwoLayerLinearMetric(AbstractSpectralMetric):
 
 @intrinsic_metric.register
 def _(model: TwoLayerLinear, *, rtol: float | None = None) -> TwoLayerLinearMetric:
+    # Works under jit and vmap: the checks are values (eqx.error_if when traced); only the
+    # shape (n, r, m) is static. Tolerances are relative to ‖U‖² + ‖V‖², the scale of
+    # UᵀU − VᵀV, so a small initialization is held to the same relative standard.
     n, r, m = model.shape
     s = model.conservation_laws()
     rtol = default_rtol(s.dtype) if rtol is None else rtol
     lam = jnp.trace(s) / r
-    residual = float(jnp.linalg.norm(s - lam * jnp.eye(r)))
-    scale = float(jnp.sum(model.U**2) + jnp.sum(model.V**2))
-    if residual > rtol * max(scale, 1.0):
-        raise ValueError(
-            "The closed-form intrinsic metric of TwoLayerLinear needs a relaxed-balanced "
-            f"init, U^T U - V^T V = lam I_r; measured ||U^T U - V^T V - lam I||_F = "
-            f"{residual:.3e} with lam = tr/r = {float(lam):.6g}, above the tolerance "
-            f"{rtol:.1e} * {max(scale, 1.0):.3g}. Start from "
-            "TwoLayerLinear.relaxed_balanced(key, n, r, m, lam) instead."
-        )
-    lam_f = float(lam)
-    if (lam_f > 0 and r < n) or (lam_f < 0 and r < m):
-        # The projector needs range Z = range U (or of V): rank Z must be r.
+    residual = jnp.linalg.norm(s - lam * jnp.eye(r, dtype=s.dtype))
+    scale = jnp.sum(model.U**2) + jnp.sum(model.V**2)
+    lam = check_domain(
+        lam,
+        residual > rtol * scale,
+        "The closed-form intrinsic metric of TwoLayerLinear needs a relaxed-balanced init, "
+        "U^T U - V^T V = lam I_r, to `rtol` relative to ||U||^2 + ||V||^2. Start from "
+        "TwoLayerLinear.relaxed_balanced(key, n, r, m, lam) instead.",
+        lambda: (
+            f"Measured ||U^T U - V^T V - lam I||_F = {float(residual):.3e} with lam = "
+            f"tr/r = {float(lam):.6g}, above {rtol:.1e} * {float(scale):.3g}."
+        ),
+    )
+    # λ within rounding of 0 is the balanced level set: no projector term.
+    lam = jnp.where(jnp.abs(lam) <= rtol * scale, 0.0, lam)
+    if r < n or r < m:
+        # With λ > 0 and r < n (λ < 0 and r < m) the projector onto range U (range V) is
+        # read off the top-r singular vectors of Z: rank Z must be r.
+        projector = ((lam > 0) & (r < n)) | ((lam < 0) & (r < m))
         sigma = jnp.linalg.svd(model.lift(), compute_uv=False)
-        sigma_r = float(sigma[r - 1]) if r <= sigma.shape[0] else 0.0
-        if sigma_r <= rtol * max(float(sigma[0]), 1.0):
-            raise ValueError(
-                f"TwoLayerLinear with lam={lam_f:.6g} and (n, r, m)={(n, r, m)} has an "
-                "intrinsic metric only where rank Z = r (the projector onto range U is "
-                f"read off the top-r singular vectors of Z), but sigma_r(Z) = {sigma_r:.3e}"
-                + (f"; rank Z <= min(n, m) = {min(n, m)} < r" if r > min(n, m) else "")
-                + "."
-            )
+        sigma_r = sigma[r - 1] if r <= sigma.shape[0] else jnp.zeros_like(sigma[0])
+        lam = check_domain(
+            lam,
+            projector & (sigma_r <= rtol * sigma[0]),
+            f"TwoLayerLinear with (n, r, m)={(n, r, m)} and lam > 0 with r < n, or lam < 0 "
+            "with r < m, has an intrinsic metric only where rank Z = r (the projector onto the range of U or "
+            "V is read off the top-r singular vectors of Z), but sigma_r(Z) <= rtol * "
+            "sigma_1(Z)"
+            + (f"; rank Z <= min(n, m) = {min(n, m)} < r" if r > min(n, m) else "")
+            + ".",
+            lambda: (
+                f"Measured lam = {float(lam):.6g}, sigma_r(Z) = {float(sigma_r):.3e}, "
+                f"sigma_1(Z) = {float(sigma[0]):.3e}."
+            ),
+        )
     return TwoLayerLinearMetric(lam, r)

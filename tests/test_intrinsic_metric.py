@@ -1,3 +1,4 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
@@ -91,14 +92,14 @@ def test_small_singular_values_keep_their_digits(getkey):
 def test_rejects_unbalanced_two_layer(getkey):
     model = models.TwoLayerLinear.random(getkey(), 3, 2, 4)
     with pytest.raises(
-        ValueError, match=r"relaxed-balanced.*measured \|\|U\^T U - V\^T V - lam I\|\|_F = "
+        ValueError, match=r"relaxed-balanced.*Measured \|\|U\^T U - V\^T V - lam I\|\|_F = "
     ):
         manifolds.intrinsic_metric(model)
 
 
 def test_rejects_unbalanced_deep(getkey):
     model = models.DeepLinear.random(getkey(), (3, 3, 3))
-    with pytest.raises(ValueError, match="hidden layer j=1"):
+    with pytest.raises(ValueError, match=r"every hidden layer j.*Measured \|\|h_j - lam_j I"):
         manifolds.intrinsic_metric(model)
 
 
@@ -113,6 +114,59 @@ def test_rejects_projector_case_without_rank_r(getkey):
     model = models.TwoLayerLinear.relaxed_balanced(getkey(), 4, 3, 2, 0.5)
     with pytest.raises(ValueError, match="rank Z = r"):
         manifolds.intrinsic_metric(model)
+
+
+@pytest.mark.parametrize("name", sorted(intrinsic_configs))
+def test_intrinsic_metric_under_jit_and_vmap(name, getkey):
+    # The dispatcher itself is trace-safe: jit gives the eager metric, and filter_vmap over
+    # a batch of inits on different level sets gives each one's metric.
+    build = intrinsic_configs[name]
+    model = build(getkey())
+    eager = manifolds.intrinsic_metric(model)
+    jitted = eqx.filter_jit(manifolds.intrinsic_metric)(model)
+    for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager), strict=True):
+        assert jnp.linalg.norm(a - b) <= 1e-12 * jnp.linalg.norm(b)
+    models_ = [build(k) for k in jax.random.split(getkey(), 3)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *models_)
+    batched = eqx.filter_vmap(manifolds.intrinsic_metric)(stacked)
+    for i, m in enumerate(models_):
+        one = manifolds.intrinsic_metric(m)
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(one), strict=True):
+            assert jnp.linalg.norm(a[i] - b) <= 1e-12 * jnp.linalg.norm(b)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda k: models.TwoLayerLinear.random(k, 3, 2, 4),
+        lambda k: models.DeepLinear.random(k, (3, 3, 3)),
+        lambda k: models.DeepLinear.relaxed_balanced(k, (2, 3, 4), 0.5),
+        lambda k: models.TwoLayerLinear.relaxed_balanced(k, 4, 3, 2, 0.5),
+    ],
+    ids=["unbalanced-two-layer", "unbalanced-deep", "relaxed-non-square-deep", "projector-rank"],
+)
+def test_outside_the_domain_raises_under_jit(build, getkey):
+    model = build(getkey())
+    with pytest.raises(eqx.EquinoxRuntimeError, match="closed form|closed-form|intrinsic metric"):
+        jax.block_until_ready(jax.tree.leaves(eqx.filter_jit(manifolds.intrinsic_metric)(model)))
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e3])
+def test_balance_check_is_scale_invariant(scale, getkey):
+    # The residual is compared with ||U||² + ||V||²: an unbalanced init is rejected and a
+    # balanced one accepted at every scale (small initializations included).
+    key = getkey()
+    bad = jax.tree.map(lambda x: scale * x, models.TwoLayerLinear.random(key, 3, 2, 4))
+    good = jax.tree.map(
+        lambda x: scale * x, models.TwoLayerLinear.relaxed_balanced(key, 3, 3, 3, 0.5)
+    )
+    with pytest.raises(ValueError, match="relaxed-balanced"):
+        manifolds.intrinsic_metric(bad)
+    K = manifolds.intrinsic_metric(good)
+    assert abs(K.lam - 0.5 * scale**2) <= 1e-12 * scale**2
+    deep = jax.tree.map(lambda x: scale * x, models.DeepLinear.random(key, (3, 3, 3)))
+    with pytest.raises(ValueError, match="relaxed-balanced"):
+        manifolds.intrinsic_metric(deep)
 
 
 def test_unregistered_factorization():

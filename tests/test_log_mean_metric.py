@@ -97,13 +97,20 @@ def test_intrinsic_metric_registration(getkey):
     model = models.LinearNeuralODE.relaxed_balanced(key, 3, degree=12, lam=0.4)
     assert isinstance(manifolds.intrinsic_metric(model), manifolds.LogMeanMetric)
     generic = models.LinearNeuralODE.random(key, 3, 4)
-    with pytest.raises(ValueError, match="residual .* is [0-9.e+-]+, above"):
+    with pytest.raises(ValueError, match=r"Measured .* = [0-9.e+-]+, above"):
         manifolds.intrinsic_metric(generic)
     # A coarse projection is refused by default and accepted with a looser rtol.
     coarse = models.LinearNeuralODE.relaxed_balanced(key, 3, degree=3, lam=0.4)
     with pytest.raises(ValueError, match="larger `degree`"):
         manifolds.intrinsic_metric(coarse)
     assert isinstance(manifolds.intrinsic_metric(coarse, rtol=10.0), manifolds.LogMeanMetric)
+    # Scale-invariant: the same generic init made small is still refused.
+    small = jax.tree.map(lambda x: 1e-4 * x if eqx.is_inexact_array(x) else x, generic)
+    with pytest.raises(ValueError, match="relaxed-balanced"):
+        manifolds.intrinsic_metric(small)
+    # Under jit the check has nothing to ride on: a clear TypeError, not a skipped check.
+    with pytest.raises(TypeError, match="concrete values"):
+        eqx.filter_jit(manifolds.intrinsic_metric)(model)
 
 
 def test_K_equals_M_with_error_decreasing_in_the_basis(getkey):
