@@ -144,7 +144,7 @@ def neural_ode_metric_gap(n, degree, lam, seed=0):
     r"""Relaxed-balanced linear neural ODE (Legendre degree $p$): the log-mean $K(\varphi(A))$
     against the Galerkin induced metric $M(A)$, dense, relative Frobenius gap."""
     model = models.LinearNeuralODE.relaxed_balanced(
-        jax.random.key(seed), n, degree=degree, lam=lam, adjoint="direct"
+        jax.random.key(seed), n, degree=degree, lam=lam, adjoint=dfx.DirectAdjoint()
     )
     return _relative_gap(manifolds.intrinsic_metric(model), model)
 

@@ -6,6 +6,7 @@ Names, descriptions and defaults are in `_catalog` (plain data); this module bui
 import dataclasses
 from collections.abc import Callable
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 
@@ -19,13 +20,26 @@ from ._catalog import CATALOG, DEFAULT_EXAMPLE as DEFAULT_EXAMPLE
 @dataclasses.dataclass(frozen=True)
 class Example:
     """A built-in experiment: `build(config)` returns `(model, loss, K)`;
-    `build_random(config)` a generic (unbalanced) model of the same architecture."""
+    `build_random(config)` a generic (unbalanced) model of the same architecture.
+
+    `build_model(config)` and `build_loss(config)` are its two halves. `values` names the
+    parameters that the model's constructor takes as array values (traceable: `jit`,
+    `vmap`, `grad`), so that `intrinsic sweep` builds all its members with one
+    `jax.vmap`; every other parameter (a width, a depth, a flag, the seed behind the
+    data) is static, and changing it builds a new model in Python.
+    """
 
     name: str
     description: str
     defaults: dict
-    build: Callable
+    build_model: Callable
+    build_loss: Callable
     build_random: Callable
+    values: frozenset[str] = frozenset()
+
+    def build(self, config: dict):
+        model = self.build_model(config)
+        return model, self.build_loss(config), manifolds.intrinsic_metric(model)
 
 
 def _regression(key, n_out, n_in, rank, num_samples=20):
@@ -46,11 +60,18 @@ def _key(c):
     return jax.random.split(jax.random.key(c["seed"]))[0]
 
 
-def _diagonal(c):
-    kmodel, kdata, kx = jax.random.split(jax.random.key(c["seed"]), 3)
-    model = models.DiagonalLinear.relaxed_balanced(
-        kmodel, (c["n"],), c["depth"], c["lam"], scale=c["scale"]
+def _keys(c, num=2):
+    return jax.random.split(jax.random.key(c["seed"]), num)
+
+
+def _diagonal_model(c):
+    return models.DiagonalLinear.relaxed_balanced(
+        _keys(c, 3)[0], (c["n"],), c["depth"], c["lam"], scale=c["scale"]
     )
+
+
+def _diagonal_loss(c):
+    _, kdata, kx = _keys(c, 3)
     # Sparse regression with fewer samples than unknowns: the implicit bias matters.
     num_samples = max(1, c["n"] // 2)
     X = jax.random.normal(kx, (num_samples, c["n"]))
@@ -60,39 +81,38 @@ def _diagonal(c):
     def loss(z, args=None):
         return 0.5 * jnp.mean((X @ z - y) ** 2)
 
-    return model, loss, manifolds.intrinsic_metric(model)
+    return loss
 
 
-def _two_layer(c):
-    kmodel, kdata = jax.random.split(jax.random.key(c["seed"]))
-    model = models.TwoLayerLinear.relaxed_balanced(
-        kmodel, c["n"], c["r"], c["m"], c["lam"], scale=c["scale"]
+def _two_layer_model(c):
+    return models.TwoLayerLinear.relaxed_balanced(
+        _keys(c)[0], c["n"], c["r"], c["m"], c["lam"], scale=c["scale"]
     )
-    loss = _regression(kdata, c["n"], c["m"], min(c["r"], c["n"], c["m"]))
-    return model, loss, manifolds.intrinsic_metric(model)
 
 
-def _deep(c):
-    kmodel, kdata = jax.random.split(jax.random.key(c["seed"]))
+def _two_layer_loss(c):
+    return _regression(_keys(c)[1], c["n"], c["m"], min(c["r"], c["n"], c["m"]))
+
+
+def _deep_model(c):
     widths = (c["n"],) * (c["depth"] + 1)
-    model = models.DeepLinear.relaxed_balanced(kmodel, widths, c["lam"], scale=c["scale"])
-    loss = _regression(kdata, c["n"], c["n"], max(1, c["n"] // 2))
-    return model, loss, manifolds.intrinsic_metric(model)
+    return models.DeepLinear.relaxed_balanced(_keys(c)[0], widths, c["lam"], scale=c["scale"])
 
 
-def _neural_ode(c):
-    kmodel, kdata = jax.random.split(jax.random.key(c["seed"]))
-    model = models.LinearNeuralODE.relaxed_balanced(
-        kmodel,
+def _square_regression_loss(c):
+    return _regression(_keys(c)[1], c["n"], c["n"], max(1, c["n"] // 2))
+
+
+def _neural_ode_model(c):
+    return models.LinearNeuralODE.relaxed_balanced(
+        _keys(c)[0],
         c["n"],
         degree=c["degree"],
         lam=c["lam"],
         scale=c["scale"],
-        adjoint="direct",
+        adjoint=dfx.DirectAdjoint(),
         max_steps=256,
     )
-    loss = _regression(kdata, c["n"], c["n"], max(1, c["n"] // 2))
-    return model, loss, manifolds.intrinsic_metric(model)
 
 
 def _relu_network(key, c):
@@ -110,34 +130,48 @@ def _relu_network(key, c):
     return models.ReLUNetwork.random(key, widths, bias=c["bias"], scale=c["scale"])
 
 
-def _relu(c):
-    # Student and teacher of one architecture; the student regresses the teacher's
-    # outputs on Gaussian inputs, with the loss on the network's outputs.
-    kstudent, kteacher, kx = jax.random.split(jax.random.key(c["seed"]), 3)
-    model = _relu_network(kstudent, c)
+# Student and teacher of one architecture; the student regresses the teacher's outputs
+# on Gaussian inputs, with the loss on the network's outputs.
+def _relu_model(c):
+    return _relu_network(_keys(c, 3)[0], c)
+
+
+def _relu_loss(c):
+    _, kteacher, kx = _keys(c, 3)
     teacher = _relu_network(kteacher, c)
-    X = jax.random.normal(kx, (c["samples"], model.n_inputs))
-    return model, OutputLoss(X, jax.vmap(teacher)(X)), manifolds.intrinsic_metric(model)
+    X = jax.random.normal(kx, (c["samples"], teacher.n_inputs))
+    return OutputLoss(X, jax.vmap(teacher)(X))
 
 
+# λ and the scale flow through the linear constructors as values. For the ReLU example
+# nothing is a value of the student alone: the scale also sets the teacher (the data).
+_LINEAR_VALUES = frozenset({"lam", "scale"})
 _BUILDERS = {
     "diagonal": (
-        _diagonal,
+        _diagonal_model,
+        _diagonal_loss,
         lambda c: models.DiagonalLinear.random(_key(c), (c["n"],), c["depth"]),
+        _LINEAR_VALUES,
     ),
     "two-layer-linear": (
-        _two_layer,
+        _two_layer_model,
+        _two_layer_loss,
         lambda c: models.TwoLayerLinear.random(_key(c), c["n"], c["r"], c["m"]),
+        _LINEAR_VALUES,
     ),
     "deep-linear": (
-        _deep,
+        _deep_model,
+        _square_regression_loss,
         lambda c: models.DeepLinear.random(_key(c), (c["n"],) * (c["depth"] + 1)),
+        _LINEAR_VALUES,
     ),
     "neural-ode": (
-        _neural_ode,
+        _neural_ode_model,
+        _square_regression_loss,
         lambda c: models.LinearNeuralODE.random(_key(c), c["n"], c["degree"]),
+        _LINEAR_VALUES,
     ),
-    "relu": (_relu, lambda c: _relu_network(_key(c), c)),
+    "relu": (_relu_model, _relu_loss, lambda c: _relu_network(_key(c), c), frozenset()),
 }
 EXAMPLES = {
     name: Example(spec.name, spec.description, spec.defaults, *_BUILDERS[name])

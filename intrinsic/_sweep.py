@@ -55,6 +55,7 @@ def sweep(
     """Build `example` at each value of `config[name]`, integrate every Euclidean flow
     as one ensemble (sharded over `devices` when given), and summarise the end states."""
     import diffrax as dfx
+    import equinox as eqx
     import jax
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -66,11 +67,21 @@ def sweep(
             f"--param {name}: example {example.name!r} has no parameter {name!r}; it has "
             + ", ".join(sorted(k for k in config if k != "seed"))
         )
-    members, loss = [], None
-    for value in values:
-        model, f, _ = example.build({**config, name: type(config[name])(value)})
-        members.append(model)
-        loss = f if loss is None else loss  # same seed, same data: one loss for all
+    cast = type(config[name])
+    if name in example.values:
+        # λ and the scale are values of the constructor: every member from one vmapped
+        # build (the seed, hence the key, is the same for all).
+        batch = eqx.filter_vmap(lambda v: example.build_model({**config, name: v}))(
+            jnp.asarray(values, jnp.result_type(float))
+        )
+    else:
+        # A static parameter (a width, a depth, a flag), or the ReLU example's scale,
+        # which also sets its teacher: the members are built one by one.
+        batch = stack([example.build_model({**config, name: cast(v)}) for v in values])
+    # Same seed, same data: one loss for all (built at the first value).
+    loss = example.build_loss({**config, name: cast(values[0])})
+    arrays, static = eqx.partition(batch, eqx.is_array)
+    num_members = len(values)
     sharding = None
     if devices is not None:
         available = jax.devices()
@@ -84,19 +95,19 @@ def sweep(
         sharding = NamedSharding(mesh, PartitionSpec("batch"))
     t1 = config["t1"]
     ts = jnp.linspace(0.0, t1, 21)
-    step = -(-len(members) // max(1, chunks))
+    step = -(-num_members // max(1, chunks))
     if devices is not None:  # whole multiples of the mesh: no padding inside a chunk
         step = -(-step // devices) * devices
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(members), desc="flows", unit="flow")
+        bar = tqdm(total=num_members, desc="flows", unit="flow")
     solutions = []
-    for lo in range(0, len(members), step):
-        batch = stack(members[lo : lo + step])
+    for lo in range(0, num_members, step):
+        chunk = eqx.combine(jax.tree.map(lambda x, lo=lo: x[lo : lo + step], arrays), static)
         sol = euclidean_ensemble(
-            batch,
+            chunk,
             loss,
             0.0,
             t1,
@@ -106,7 +117,7 @@ def sweep(
         )
         solutions.append(jax.device_get(sol))
         if bar is not None:
-            bar.update(len(members[lo : lo + step]))
+            bar.update(min(step, num_members - lo))
     if bar is not None:
         bar.close()
     rows = []

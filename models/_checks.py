@@ -1,6 +1,6 @@
 """Construction-time validation shared by the factorizations (tier (a) errors)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import equinox as eqx
 import jax
@@ -49,6 +49,32 @@ def check_finite(x: jax.Array, name: str) -> jax.Array:
     return x
 
 
+def check_scalar(x, name: str, dtype) -> jax.Array:
+    """`x` as a 0-dimensional array of `dtype` (concrete or traced), or a `ValueError`."""
+    if isinstance(x, (list, tuple)) or jnp.ndim(x) != 0:
+        raise ValueError(f"`{name}` must be a scalar, got {x!r}.")
+    return jnp.asarray(as_float_array(x, name), dtype)
+
+
+def check_value(
+    x: jax.Array, bad: Callable[[jax.Array], jax.Array], message: Callable[[str], str]
+) -> jax.Array:
+    """Refuse a value of `x` for which `bad(x)` is true; return the `x` to use.
+
+    A concrete `x` is checked at once, also inside `jit` (a closed-over constant): a
+    `ValueError` with `message(str(x))`. A traced one cannot be inspected, so the check
+    goes into the data flow with `eqx.error_if` and the message says "(traced)" for the
+    value: **use the returned array**, or the traced check is lost.
+    """
+    with jax.ensure_compile_time_eval():
+        pred = bad(x)
+    if isinstance(pred, jax.core.Tracer):
+        return eqx.error_if(x, pred, message("(traced)"))
+    if np.any(np.asarray(pred)):
+        raise ValueError(message(str(np.asarray(x).tolist())))
+    return x
+
+
 def check_sequence(xs, name: str, min_len: int) -> tuple:
     """Return `xs` as a tuple, checking it is a sequence of at least `min_len` items."""
     if isinstance(xs, (jax.Array, np.ndarray)) or not isinstance(xs, Sequence):
@@ -79,7 +105,8 @@ def check_positive_int(x, name: str) -> int:
 
 def broadcast_lams(lams, count: int, name: str = "lams") -> tuple:
     """Turn a scalar or a sequence of `count` values into a tuple of `count` values."""
-    if np.ndim(lams) == 0 and not isinstance(lams, (list, tuple)):
+    # `jnp.ndim`, not NumPy's: `lams` may be a tracer, or a tuple holding tracers.
+    if not isinstance(lams, (list, tuple)) and jnp.ndim(lams) == 0:
         return (lams,) * count
     lams = tuple(lams)
     if len(lams) != count:

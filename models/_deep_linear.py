@@ -12,10 +12,11 @@ from ._checks import (
     broadcast_lams,
     check_finite,
     check_positive_int,
+    check_scalar,
     check_sequence,
     check_widths,
 )
-from ._custom_types import Key
+from ._custom_types import Key, RealScalarLike
 from ._factorization import AbstractFactorization
 from ._linear_neural_ode import LinearNeuralODE
 
@@ -52,8 +53,7 @@ class DeepLinear(AbstractFactorization):
                     f"weights[{j - 1}] has shape {ws[j - 1].shape}; expected "
                     f"weights[{j}] of shape (n_{j + 1}, {ws[j - 1].shape[0]})."
                 )
-        for j, w in enumerate(ws):
-            check_finite(w, f"weights[{j}]")
+        ws = tuple(check_finite(w, f"weights[{j}]") for j, w in enumerate(ws))
         dtype = jnp.result_type(*ws)
         self.weights = tuple(w.astype(dtype) for w in ws)
 
@@ -113,12 +113,14 @@ class DeepLinear(AbstractFactorization):
         return cls(list(layers))
 
     @classmethod
-    def balanced(cls, key: Key, widths, *, scale=1.0) -> "DeepLinear":
+    def balanced(cls, key: Key, widths, *, scale: RealScalarLike = 1.0) -> "DeepLinear":
         r"""A generic init with $W_{j+1}^\top W_{j+1} = W_jW_j^\top$ for every $j$."""
         return cls.relaxed_balanced(key, widths, 0.0, scale=scale)
 
     @classmethod
-    def relaxed_balanced(cls, key: Key, widths, lams, *, scale=1.0) -> "DeepLinear":
+    def relaxed_balanced(
+        cls, key: Key, widths, lams, *, scale: RealScalarLike = 1.0
+    ) -> "DeepLinear":
         r"""A generic init with $W_{j+1}^\top W_{j+1} - W_jW_j^\top = \lambda_j I$ exactly.
 
         **Arguments:**
@@ -131,10 +133,16 @@ class DeepLinear(AbstractFactorization):
         Every such init is $W_j = U_jD_jU_{j-1}^\top$ with orthogonal $U_j$, so existence is
         decided exactly, singular direction by singular direction (`models/_balance.py`).
 
+        Which singular directions are free or pinned depends on the widths only (static);
+        `lams` and `scale` may be traced (`jit`, `vmap`, `grad` in them).
+
         **Raises:** `ValueError` if no such init exists for these widths, saying which
-        layer and direction make it impossible.
+        layer and direction make it impossible; for traced `lams`, an
+        `equinox.EquinoxRuntimeError` with the same explanation when it runs.
         """
         widths = check_widths(widths, min_len=3)
-        lams = tuple(float(x) for x in broadcast_lams(lams, len(widths) - 2))
-        ws = relaxed_balanced_chain(key, widths, lams, scale, jnp.result_type(float))
+        dtype = jnp.result_type(float)
+        lams = broadcast_lams(lams, len(widths) - 2)
+        lams = jnp.stack([check_scalar(x, f"lams[{j}]", dtype) for j, x in enumerate(lams)])
+        ws = relaxed_balanced_chain(key, widths, lams, scale, dtype)
         return cls(ws)

@@ -5,7 +5,6 @@ import operator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from ._checks import (
@@ -46,7 +45,7 @@ class DiagonalLinear(AbstractFactorization):
                     f"`factors` must all have the shape of factors[0], {shape}; "
                     f"factors[{j}] has shape {u.shape}."
                 )
-            check_finite(u, f"factors[{j}]")
+        arrays = tuple(check_finite(u, f"factors[{j}]") for j, u in enumerate(arrays))
         dtype = jnp.result_type(*arrays)
         self.factors = tuple(u.astype(dtype) for u in arrays)
 
@@ -97,20 +96,24 @@ class DiagonalLinear(AbstractFactorization):
         - `scale`: typical magnitude of $u_1^2$ above its lower bound.
 
         With $\Lambda_k = \lambda_1 + \dots + \lambda_k$, $u_1^2$ is drawn above
-        $\max(0, -\Lambda_k)$ so that every $u_j^2 = u_1^2 + \Lambda_{j-1}$ is positive.
+        $\max(0, -\Lambda_k)$ so that every $u_j^2 = u_1^2 + \Lambda_{j-1}$ is positive:
+        every $\lambda$ is feasible, and `lams` and `scale` may be traced (`jit`, `vmap`,
+        `grad` in them); `shape` and `depth` are static.
         """
         depth = check_positive_int(depth, "depth")
         if depth < 2:
             raise ValueError(f"`depth` must be at least 2, got {depth}.")
         shape = tuple(shape)
-        lams = broadcast_lams(lams, depth - 1)
-        lam_arr = [np.broadcast_to(np.asarray(lam, dtype=np.float64), shape) for lam in lams]
-        levels = np.concatenate([np.zeros((1, *shape)), np.cumsum(np.stack(lam_arr), axis=0)])
-        xkey, skey = jax.random.split(key)
         dtype = jnp.result_type(float)
-        draw = jax.random.uniform(xkey, shape, dtype, minval=0.5, maxval=2.0)
-        x = jnp.asarray(np.maximum(0.0, np.max(-levels, axis=0)), dtype) + scale**2 * draw
-        signs = jax.random.rademacher(skey, (depth, *shape), dtype)
-        return cls(
-            [signs[j] * jnp.sqrt(jnp.asarray(x + levels[j], dtype=dtype)) for j in range(depth)]
+        lams = broadcast_lams(lams, depth - 1)
+        lam_arr = [
+            jnp.broadcast_to(as_float_array(lam, "lams").astype(dtype), shape) for lam in lams
+        ]
+        levels = jnp.concatenate(
+            [jnp.zeros((1, *shape), dtype), jnp.cumsum(jnp.stack(lam_arr), axis=0)]
         )
+        xkey, skey = jax.random.split(key)
+        draw = jax.random.uniform(xkey, shape, dtype, minval=0.5, maxval=2.0)
+        x = jnp.maximum(0.0, jnp.max(-levels, axis=0)) + scale**2 * draw
+        signs = jax.random.rademacher(skey, (depth, *shape), dtype)
+        return cls([signs[j] * jnp.sqrt(x + levels[j]) for j in range(depth)])

@@ -5,8 +5,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._balance import relaxed_balanced_chain
-from ._checks import as_float_array, check_finite, check_positive_int
-from ._custom_types import Key
+from ._checks import (
+    as_float_array,
+    check_finite,
+    check_positive_int,
+    check_scalar,
+    check_value,
+)
+from ._custom_types import Key, RealScalarLike
 from ._factorization import AbstractFactorization
 
 
@@ -41,8 +47,8 @@ class TwoLayerLinear(AbstractFactorization):
                 f"`U` and `V` must have the same number of columns r: got U of shape "
                 f"{U.shape} and V of shape {V.shape}; expected (n, r) and (m, r)."
             )
-        check_finite(U, "U")
-        check_finite(V, "V")
+        U = check_finite(U, "U")
+        V = check_finite(V, "V")
         dtype = jnp.result_type(U, V)
         self.U = U.astype(dtype)
         self.V = V.astype(dtype)
@@ -70,13 +76,22 @@ class TwoLayerLinear(AbstractFactorization):
         )
 
     @classmethod
-    def balanced(cls, key: Key, n: int, r: int, m: int, *, scale=1.0) -> "TwoLayerLinear":
+    def balanced(
+        cls, key: Key, n: int, r: int, m: int, *, scale: RealScalarLike = 1.0
+    ) -> "TwoLayerLinear":
         r"""A generic init with $U^\top U = V^\top V$ (see `relaxed_balanced` with $\lambda=0$)."""
         return cls.relaxed_balanced(key, n, r, m, 0.0, scale=scale)
 
     @classmethod
     def relaxed_balanced(
-        cls, key: Key, n: int, r: int, m: int, lam: float, *, scale=1.0
+        cls,
+        key: Key,
+        n: int,
+        r: int,
+        m: int,
+        lam: RealScalarLike,
+        *,
+        scale: RealScalarLike = 1.0,
     ) -> "TwoLayerLinear":
         r"""A generic init with $U^\top U - V^\top V = \lambda I_r$ exactly (to rounding).
 
@@ -87,22 +102,37 @@ class TwoLayerLinear(AbstractFactorization):
         \le \min(n, m, r)$), or $\lambda > 0$ and $r \le n$ ($U^\top U \succ 0$), or
         $\lambda < 0$ and $r \le m$ ($V^\top V \succ 0$).
 
-        **Raises:** `ValueError` where it does not exist, saying why.
+        `lam` and `scale` may be traced (`jit`, `vmap`, `grad` in them); the sizes are static.
+
+        **Raises:** `ValueError` where it does not exist, saying why; for a traced `lam`,
+        an `equinox.EquinoxRuntimeError` with the same explanation when it runs.
         """
         n, r, m = (check_positive_int(x, k) for x, k in ((n, "n"), (r, "r"), (m, "m")))
-        lam = float(lam)
-        if lam > 0 and r > n:
-            raise ValueError(
-                f"No init with U^T U - V^T V = lam I exists for lam={lam} > 0 and "
-                f"r={r} > n={n}: U^T U = V^T V + lam I would be positive definite of "
-                f"rank r, but U has only n={n} rows."
+        dtype = jnp.result_type(float)
+        lam = check_scalar(lam, "lam", dtype)
+        # Which sign of lam is impossible is decided by the sizes (static); whether lam has
+        # that sign is a value, checked at once when concrete and by `eqx.error_if` when
+        # traced (then `lam` is reported as traced).
+        if r > n:
+            lam = check_value(
+                lam,
+                lambda v: v > 0,
+                lambda v: (
+                    f"No init with U^T U - V^T V = lam I exists for lam={v} > 0 and "
+                    f"r={r} > n={n}: U^T U = V^T V + lam I would be positive definite of "
+                    f"rank r, but U has only n={n} rows."
+                ),
             )
-        if lam < 0 and r > m:
-            raise ValueError(
-                f"No init with U^T U - V^T V = lam I exists for lam={lam} < 0 and "
-                f"r={r} > m={m}: V^T V = U^T U - lam I would be positive definite of "
-                f"rank r, but V has only m={m} rows."
+        if r > m:
+            lam = check_value(
+                lam,
+                lambda v: v < 0,
+                lambda v: (
+                    f"No init with U^T U - V^T V = lam I exists for lam={v} < 0 and "
+                    f"r={r} > m={m}: V^T V = U^T U - lam I would be positive definite of "
+                    f"rank r, but V has only m={m} rows."
+                ),
             )
         # The chain W_2 W_1 with W_1 = V^T (r x m) and W_2 = U (n x r).
-        w1, w2 = relaxed_balanced_chain(key, (m, r, n), (lam,), scale, jnp.result_type(float))
+        w1, w2 = relaxed_balanced_chain(key, (m, r, n), lam[None], scale, dtype)
         return cls(w2, w1.T)

@@ -1,5 +1,6 @@
 """The log-mean intrinsic metric K(z)[X] = ∫₀¹ (zzᵀ)^{1−s} X (zᵀz)^s ds of linear neural ODEs."""
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -121,7 +122,7 @@ def test_K_equals_M_with_error_decreasing_in_the_basis(getkey):
     sizes, errors = [], []
     for degree in (2, 5, 8):
         model = models.LinearNeuralODE.relaxed_balanced(
-            key, 3, degree=degree, lam=0.5, adjoint="direct", max_steps=256
+            key, 3, degree=degree, lam=0.5, adjoint=dfx.DirectAdjoint(), max_steps=256
         )
         MX = mv(model, X)
         KX = jax.vmap(K(model.lift()).mv)(X)

@@ -135,6 +135,28 @@ def test_nan_parameters_raise_under_jit(build):
         eqx.filter_jit(build)(good.at[0, 0].set(jnp.nan))
 
 
+@pytest.mark.parametrize(
+    "build, name",
+    [
+        (lambda w: models.TwoLayerLinear(U=w, V=jnp.ones((4, 2))), "`U`"),
+        (lambda w: models.TwoLayerLinear(U=jnp.ones((4, 2)), V=w), "`V`"),
+        (lambda w: models.DeepLinear([jnp.ones((2, 4)), w]), r"`weights\[1\]`"),
+        (lambda w: models.DiagonalLinear([jnp.ones((3, 2)), w, w]), r"`factors\[1\]`"),
+    ],
+)
+def test_nan_in_linear_factors_raises_under_jit(build, name):
+    # The constructors keep the array that carries the traced check (check_finite's result).
+    good = jnp.ones((3, 2))
+    jax.block_until_ready(jax.jit(build)(good))
+    message = name + " must have finite entries"
+    with pytest.raises(eqx.EquinoxRuntimeError, match=message):
+        jax.block_until_ready(eqx.filter_jit(lambda w: build(w).lift())(good.at[1, 0].set(jnp.nan)))
+    # Under plain `jax.jit` the same check surfaces as JAX's runtime error (its class
+    # depends on where the result is first read), with the message.
+    with pytest.raises((RuntimeError, ValueError), match=message):
+        jax.block_until_ready(jax.jit(build)(good.at[0, 1].set(jnp.inf)))
+
+
 def test_neural_ode_default_adjoint_serves_induced_metric_and_grad(getkey):
     node = models.LinearNeuralODE.random(getkey(), 2, 1, num_steps=8)
     assert isinstance(node.adjoint, dfx.DirectAdjoint)

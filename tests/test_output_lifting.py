@@ -1,5 +1,6 @@
 """Any Equinox model as a factorization: outputs on a batch, the empirical NTK as M."""
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ def test_metric_is_the_empirical_ntk(kind, getkey):
         inputs = jax.random.normal(getkey(), (5, 3))
     else:
         # Forward mode through the depth solve needs DirectAdjoint.
-        model = models.NeuralODE(2, 6, 1, key=getkey(), adjoint="direct", num_steps=8)
+        model = models.NeuralODE(2, 6, 1, key=getkey(), adjoint=dfx.DirectAdjoint(), num_steps=8)
         inputs = jax.random.normal(getkey(), (4, 2))
     lifting = models.OutputLifting(model, inputs)
     z = lifting.lift()

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -63,3 +65,27 @@ def test_sweep_on_simulated_devices(tmp_path):
     report = json.load(open(os.path.join(out, "sweep.json")))
     assert report["devices"] == 2 and len(report["rows"]) == 3
     assert all(r["succeeded"] for r in report["rows"])
+
+
+@pytest.mark.parametrize(
+    "example_name, param",
+    [
+        (e, p)
+        for e in sorted(EXAMPLES)
+        for p in sorted(EXAMPLES[e].values)
+        if e != "neural-ode" or p == "lam"  # one depth-solve case is enough
+    ],
+)
+def test_sweep_members_built_by_vmap_match_eager(example_name, param):
+    # `sweep` builds the members of a value parameter with one vmap; each must be the
+    # model the example builds eagerly at that value.
+    example = EXAMPLES[example_name]
+    config = {**example.defaults, "seed": 0}
+    values = np.array([0.8, 1.1]) * config[param] if config[param] else np.array([-0.2, 0.3])
+    batch = eqx.filter_vmap(lambda v: example.build_model({**config, param: v}))(
+        jnp.asarray(values)
+    )
+    for i, v in enumerate(values):
+        eager = example.build_model({**config, param: float(v)})
+        for a, b in zip(jax.tree.leaves(batch), jax.tree.leaves(eager), strict=True):
+            assert np.linalg.norm(a[i] - b) <= 1e-12 * np.linalg.norm(b)

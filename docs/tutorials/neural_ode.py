@@ -119,7 +119,7 @@ fig.savefig(out / "neural_ode_flows.png", dpi=120)
 
 # --8<-- [start:ntk]
 # Any Equinox model: its outputs on a fixed batch are a lifting whose metric is the NTK.
-node = models.NeuralODE(2, 8, 1, key=jax.random.key(5), num_steps=8, adjoint="direct")
+node = models.NeuralODE(2, 8, 1, key=jax.random.key(5), num_steps=8, adjoint=dfx.DirectAdjoint())
 inputs = jax.random.normal(jax.random.key(6), (4, 2))
 lifting = models.OutputLifting(node, inputs)
 ntk = manifolds.induced_metric(lifting).as_matrix()  # (4·2) x (4·2) Gram matrix J Jᵀ
