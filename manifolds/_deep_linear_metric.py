@@ -1,5 +1,6 @@
 """Closed-form intrinsic metric of balanced / relaxed-balanced deep linear networks."""
 
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -22,16 +23,29 @@ class DeepLinearMetric(AbstractSpectralMetric):
     this is Arora et al.'s $\sum_j (ZZ^\top)^{(L-j)/L} X (Z^\top Z)^{(j-1)/L}$, valid for any
     widths; with some $\lambda_j \ne 0$ it needs square widths. Spectral functions are
     evaluated on the singular values of $Z$, as for [`manifolds.TwoLayerLinearMetric`][].
+
+    A bottleneck (a hidden width $k < \min(n_0, n_L)$) makes $Z$ rank-deficient: its
+    $\sigma_i$, $i > k$, are zero, and an SVD returns rounding noise $O(\varepsilon\|Z\|)$
+    there, which the fractional powers $s^{(L-j)/L}$ would amplify to
+    $O((\varepsilon\|Z\|)^{2/L})$. `rank` $= k$ (given by
+    [`manifolds.intrinsic_metric`][] from the widths) sets them to exactly zero, so $K$ stays
+    accurate to $O(\varepsilon\|Z\|)$ and the intrinsic flow stays on
+    $\{\mathrm{rank}\,Z \le k\}$, where the Euclidean flow lives.
     """
 
     levels: Float[Array, " depth"]
+    rank: int | None = eqx.field(static=True)
 
-    def __init__(self, lams: Float[Array, " depth_minus_one"]):
-        r"""**Arguments:** `lams`, the $L-1$ values $\lambda_j$."""
+    def __init__(self, lams: Float[Array, " depth_minus_one"], rank: int | None = None):
+        r"""**Arguments:** `lams`, the $L-1$ values $\lambda_j$; `rank`, an upper bound on
+        the rank of $Z$ known from the architecture (the narrowest width), or `None`."""
         lams = jnp.atleast_1d(jnp.asarray(lams))
         if lams.ndim != 1:
             raise ValueError(f"`lams` must be a vector of L-1 values, got shape {lams.shape}.")
+        if rank is not None and (isinstance(rank, bool) or int(rank) != rank or int(rank) < 1):
+            raise ValueError(f"`rank` must be a positive integer or None, got {rank!r}.")
         self.levels = jnp.concatenate([jnp.zeros_like(lams[:1]), jnp.cumsum(lams)])
+        self.rank = None if rank is None else int(rank)
 
     def spectral_factors(self, s_left, s_right):
         r"""$L$ terms: $a_j = \prod_{k>j} f_k(x)$, $b_j = \prod_{k<j} f_k(x')$ with
@@ -45,6 +59,8 @@ class DeepLinearMetric(AbstractSpectralMetric):
         depth = self.levels.shape[0]
 
         def side(s, terms):
+            if self.rank is not None:
+                s = jnp.where(jnp.arange(s.shape[0]) >= self.rank, 0.0, s)
             x = chain_root(s, self.levels)
             f = x[None, :] + self.levels[:, None]  # f_k(x_i), (L, n)
             values = jnp.stack([_product(f, ks) for ks in terms])
@@ -113,4 +129,4 @@ def _(model: DeepLinear, *, rtol: float | None = None) -> DeepLinearMetric:
             "balanced (all lam_j = 0) for any widths.",
             lambda: "Measured lam_j = " + ", ".join(f"{float(lam):.6g}" for lam in lams) + ".",
         )
-    return DeepLinearMetric(lams)
+    return DeepLinearMetric(lams, rank=min(widths))
