@@ -86,9 +86,7 @@ def _hand_written(theta, static, data):
         z = model.lift()
         return {"z": z, "loss": least_squares(z, args), "laws": model.conservation_laws()}
 
-    saveat = dfx.SaveAt(
-        subs=(dfx.SubSaveAt(t0=True, t1=True, fn=summary), dfx.SubSaveAt(t1=True))
-    )
+    saveat = dfx.SaveAt(subs=(dfx.SubSaveAt(t0=True, t1=True, fn=summary), dfx.SubSaveAt(t1=True)))
     sol = dfx.diffeqsolve(
         dfx.ODETerm(field),
         dfx.Tsit5(),
@@ -111,35 +109,46 @@ def _baseline(model, data):
     return _hand_written(theta, static, data)
 
 
+def _warm_call(D, quick):
+    model, data = _problem(D)
+    theta, static = eqx.partition(model, eqx.is_inexact_array)
+    floor = jax.jit(lambda theta, data: _hand_written(theta, static, data))
+    fns = {
+        "ours": lambda: flows.euclidean_flow(model, least_squares, 0.0, T1, args=data),
+        "baseline": lambda: _baseline(model, data),
+        "floor": lambda: floor(theta, data),
+    }
+    ours, (ys, _, stats) = fns["ours"](), fns["baseline"]()
+    if int(ours.stats["num_steps"]) != int(stats["num_steps"]) or not np.allclose(
+        ours.zs, ys[0]["z"], rtol=1e-12, atol=1e-12
+    ):
+        raise AssertionError(f"D = {D}: the two solves differ; the comparison is unfair.")
+    times = time_calls(fns, repeats=7 if quick else 15, min_run_s=0.05 if quick else 0.2)
+    return times, int(stats["num_steps"])
+
+
 def bench_warm_call(quick):
     rows = []
     say(f"{'D':>7}{'ours':>11}{'baseline':>11}{'ratio':>8}{'jax.jit floor':>15}{'ratio':>8}")
     for D in SIZES:
-        model, data = _problem(D)
-        theta, static = eqx.partition(model, eqx.is_inexact_array)
-        floor = jax.jit(lambda theta, data, static=static: _hand_written(theta, static, data))
-        fns = {
-            "ours": lambda: flows.euclidean_flow(model, least_squares, 0.0, T1, args=data),
-            "baseline": lambda: _baseline(model, data),
-            "floor": lambda: floor(theta, data),
-        }
-        ours, (ys, _, stats) = fns["ours"](), fns["baseline"]()
-        if int(ours.stats["num_steps"]) != int(stats["num_steps"]) or not np.allclose(
-            ours.zs, ys[0]["z"], rtol=1e-12, atol=1e-12
-        ):
-            raise AssertionError(f"D = {D}: the two solves differ; the comparison is unfair.")
-        t = time_calls(fns, repeats=7 if quick else 15, min_run_s=0.05 if quick else 0.2)
+        t, steps = _warm_call(D, quick)
         ratio, floor_ratio = t["ours"] / t["baseline"], t["ours"] / t["floor"]
         say(
             f"{D:>7}{fmt_seconds(t['ours']):>11}{fmt_seconds(t['baseline']):>11}"
             f"{ratio:>8.2f}{fmt_seconds(t['floor']):>15}{floor_ratio:>8.2f}"
-            f"   ({int(stats['num_steps'])} steps)"
+            f"   ({steps} steps)"
         )
         bench = f"overhead D={D:,}"
         rows += [
             Row(bench, "warm call: euclidean_flow", fmt_seconds(t["ours"])),
             Row(bench, "warm call: diffeqsolve, eqx.filter_jit", fmt_seconds(t["baseline"])),
-            Row(bench, "ours / diffeqsolve", f"{ratio:.2f}", f"<= {TARGET}", verdict(ratio <= TARGET)),
+            Row(
+                bench,
+                "ours / diffeqsolve",
+                f"{ratio:.2f}",
+                f"<= {TARGET}",
+                verdict(ratio <= TARGET),
+            ),
             Row(bench, "warm call: diffeqsolve, jax.jit (floor)", fmt_seconds(t["floor"])),
             Row(bench, "ours / floor", f"{floor_ratio:.2f}"),
         ]
