@@ -14,8 +14,8 @@ from manifolds import laws_function, lifting_function
 from models import AbstractFactorization, AbstractReLUNetwork
 from models._custom_types import RealScalarLike
 
-from ._integrate import integrate
-from ._options import check_options
+from ._integrate import integrate, solve
+from ._options import check_static_options, normalise_options
 from ._output_loss import OutputLoss
 from ._solution import FlowSolution, SaveAt
 
@@ -169,10 +169,9 @@ def euclidean_flow(
     error naming the failure (non-finite initial state, maximum steps, non-finite
     state) when `throw=True` and the solve fails.
     """
-    options = check_options(
+    options = normalise_options(
         t0=t0,
         t1=t1,
-        args=args,
         solver=solver,
         stepsize_controller=stepsize_controller,
         dt0=dt0,
@@ -183,34 +182,79 @@ def euclidean_flow(
         progress_meter=progress_meter,
         max_events=max_events,
     )
-    phi, theta0 = lifting_function(model)
-    h, _ = laws_function(model)
+    if not isinstance(model, AbstractFactorization):
+        raise TypeError(
+            f"`model` must be a models.AbstractFactorization, got {type(model).__name__}."
+        )
     if not callable(f):
         raise TypeError(f"`f` must be a callable (z, args) -> scalar loss, got {f!r}.")
-    save_params = saveat.params
+    if isinstance(f, OutputLoss) and not callable(model):
+        raise TypeError(
+            "An `OutputLoss` needs a network: `model` must be callable on one input, "
+            f"but {type(model).__name__} has no `__call__`. Pass a loss of z instead."
+        )
+    if isinstance(f, OutputLoss) and isinstance(model, AbstractReLUNetwork):
+        check_static_options(**options)
+        return _piecewise_flow(model, f, args, {**options, "max_events": int(max_events)})
+    return _smooth_flow(model, f, args, options)
 
-    switching = None
+
+# The whole smooth flow is one compiled call: the Modules of the vector field and the
+# summary, the solve and the model rebuilt around θ(t) are traced once, so a warm call
+# costs the options' host-side checks and one dispatch.
+def _smooth_flow(model, f, args, options) -> FlowSolution:
+    arrays, (treedef, others) = _compiled_flow(model, f, args, options)
+    arrays = iter(arrays)
+    return jax.tree.unflatten(treedef, [next(arrays) if x is None else x for x in others])
+
+
+@eqx.filter_jit
+def _compiled_flow(model, f, args, options):
+    check_static_options(**options)  # while tracing: once per compilation
+    theta0, static = eqx.partition(model, eqx.is_inexact_array)
+    vector_field, save = _field_and_save(model, f, options["saveat"].params)
+    sol, theta1, _ = solve(vector_field, theta0, save, args, cond=None, **options)
+    sol = _with_model(sol, theta1, static)
+    # The solution as its array leaves and a static rest, rebuilt by `_smooth_flow`:
+    # `filter_jit` would otherwise recombine the whole tree on every call (tens of µs).
+    leaves, treedef = jax.tree.flatten(sol)
+    arrays = [x for x in leaves if eqx.is_array(x)]
+    return arrays, (treedef, tuple(None if eqx.is_array(x) else x for x in leaves))
+
+
+def _piecewise_flow(model, f, args, options):
+    # A ReLU network on data: the flow restarts on the host at each change of pattern.
+    theta0, static = eqx.partition(model, eqx.is_inexact_array)
+    vector_field, save = _field_and_save(model, f, options["saveat"].params)
+    switching = _Preactivations(static, f.inputs)
+    sol, theta1 = integrate(
+        _Piecewise(vector_field),
+        theta0,
+        _Piecewise(save),
+        options=options,
+        args=args,
+        switching=switching,
+    )
+    return _with_model(sol, theta1, static)
+
+
+def _field_and_save(model, f, save_params: bool):
+    phi, _ = lifting_function(model)
+    h, _ = laws_function(model)
     if isinstance(f, OutputLoss):
-        if not callable(model):
-            raise TypeError(
-                "An `OutputLoss` needs a network: `model` must be callable on one input, "
-                f"but {type(model).__name__} has no `__call__`. Pass a loss of z instead."
-            )
         skeleton = eqx.partition(model, eqx.is_inexact_array)[1]
         vector_field = _NetworkField(skeleton, f)
         save = _EuclideanSave(phi, h, _NetworkLoss(skeleton, f), save_params, True)
-        if isinstance(model, AbstractReLUNetwork):
-            switching = _Preactivations(skeleton, f.inputs)
-            vector_field, save = _Piecewise(vector_field), _Piecewise(save)
     else:
         vector_field = _EuclideanField(phi, f)
         save = _EuclideanSave(phi, h, f, save_params)
-    sol, theta1 = integrate(
-        vector_field, theta0, save, options=options, args=args, switching=switching
-    )
-    _, static = eqx.partition(model, eqx.is_inexact_array)
+    return vector_field, save
+
+
+def _with_model(sol: FlowSolution, theta1, static) -> FlowSolution:
+    # The solve works on θ, the array leaves; the solution carries models.
     sol = eqx.tree_at(lambda s: s.final, sol, eqx.combine(theta1, static), is_leaf=_is_none)
-    if save_params:
+    if sol.params is not None:
         sol = eqx.tree_at(
             lambda s: s.params, sol, eqx.combine(sol.params, static), is_leaf=_is_none
         )

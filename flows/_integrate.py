@@ -5,7 +5,7 @@ loss is smooth only on each region of constant activation pattern) is a sequence
 solves, each stopped by a `diffrax.Event` when a switching function changes sign, and
 restarted from the event with the new pattern.
 
-The options arrive checked (`flows._options.check_options`); their values are checked
+The options arrive checked (`flows._options`); their values are checked
 again here with `eqx.error_if`, so the checks also hold under `jit` and `vmap`.
 """
 
@@ -50,7 +50,7 @@ def integrate(
     options = dict(options)
     max_events = options.pop("max_events")
     if switching is None:
-        sol, y1, _ = _integrate(vector_field, y0, save, args, cond=None, **options)
+        sol, y1, _ = _solve_jit(vector_field, y0, save, args, cond=None, **options)
         return sol, y1
     return _integrate_piecewise(
         vector_field,
@@ -116,8 +116,7 @@ class _LeavesPattern(eqx.Module):
         return jnp.min(jnp.where(g == 0, jnp.inf, jnp.where(pattern, g, -g)))
 
 
-@eqx.filter_jit
-def _integrate(
+def solve(
     vector_field: Callable,
     y0,
     save: Callable,
@@ -135,14 +134,22 @@ def _integrate(
     throw: bool,
     progress_meter,
     start=None,
-):
+) -> tuple[FlowSolution, Any, Any]:
+    """One smooth solve, to be traced: `integrate` compiles it alone, a flow may compile
+    it inside its own `filter_jit` (one compiled call per flow). Returns the solution,
+    the state at the end and the time there."""
     _check_shapes(vector_field, save, y0, args)
     t1 = eqx.error_if(t1, t1 <= t0, "`t1` must be greater than `t0`.")
-    ts = saveat.times(t0, t1)
-    ts = eqx.error_if(ts, jnp.any(ts[1:] < ts[:-1]), "`SaveAt(ts=...)` must be non-decreasing.")
-    ts = eqx.error_if(ts, jnp.any((ts < t0) | (ts > t1)), "`SaveAt(ts=...)` must lie in [t0, t1].")
+    ts = saveat.ts
+    if ts is not None:
+        ts = ts.astype(t0.dtype)
+        ts = eqx.error_if(ts, jnp.any(ts[1:] < ts[:-1]), "`SaveAt(ts=...)` must be non-decreasing.")
+        ts = eqx.error_if(
+            ts, jnp.any((ts < t0) | (ts > t1)), "`SaveAt(ts=...)` must lie in [t0, t1]."
+        )
     if start is not None:  # a later piece of a piecewise flow
-        t0, ts = start, jnp.maximum(ts, start)
+        t0 = start
+        ts = None if ts is None else jnp.maximum(ts, start)
     # A non-finite start is reported as such, not as "maximum steps reached" after the
     # step-size controller has rejected every step.
     start_ok = _all_finite(y0) & _all_finite(save(y0, args)["loss"])
@@ -168,9 +175,13 @@ def _integrate(
         dt0,
         y0,
         args=args,
+        # t0 and t1 as diffrax's flags, not as entries of `ts`: saving at `ts` costs an
+        # inner loop at every step (+10% on a small model), the flags cost nothing.
         saveat=dfx.SaveAt(
             subs=(
-                dfx.SubSaveAt(ts=ts, fn=lambda t, y, args: save(y, args)),
+                dfx.SubSaveAt(
+                    t0=saveat.t0, ts=ts, t1=saveat.t1, fn=lambda t, y, args: save(y, args)
+                ),
                 dfx.SubSaveAt(t1=True),
             )
         ),
@@ -183,11 +194,12 @@ def _integrate(
     )
     saved, last = sol.ys
     y1 = jax.tree.map(lambda x: x[-1], last)
+    saved_ts, saved = _mark_unreached(sol, saveat, ts, saved)
     # A state that went non-finite is a failure even if diffrax's controller let it
     # through (or gave up on it as "maximum steps"): say so instead of returning a
     # trajectory of NaNs. Only the saves the solve reached count (diffrax marks the
     # others with t = inf).
-    reached = jnp.isfinite(sol.ts[0])
+    reached = jnp.isfinite(saved_ts)
 
     def finite_where_reached(x):
         mask = reached.reshape(reached.shape + (1,) * (x.ndim - 1))
@@ -201,7 +213,7 @@ def _integrate(
     out = FlowSolution(
         t0=jnp.asarray(t0),
         t1=jnp.asarray(t1),
-        ts=sol.ts[0],
+        ts=saved_ts,
         zs=saved["z"],
         losses=saved["loss"],
         conserved=saved.get("laws"),
@@ -213,6 +225,29 @@ def _integrate(
     if throw and cond is None:
         out = result.error_if(out, result != RESULTS.successful)
     return out, y1, sol.ts[1][-1]
+
+
+_solve_jit = eqx.filter_jit(solve)
+
+
+def _mark_unreached(sol, saveat: SaveAt, ts, saved):
+    # diffrax saves at its t0 and t1 flags unconditionally: at the start, and wherever
+    # the solve stopped. Mark them as it marks the entries of `ts` the solve did not
+    # reach (t = inf, values inf): t0 unless a step was accepted (an entry of `ts` is
+    # saved after an accepted step), t1 unless the solve got there.
+    flags = []
+    if saveat.t0:
+        flags.append(sol.stats["num_accepted_steps"] == 0)
+    if ts is not None:
+        flags.append(jnp.zeros(ts.shape, bool))
+    if saveat.t1:
+        flags.append(sol.result != dfx.RESULTS.successful)
+    unreached = jnp.concatenate([jnp.atleast_1d(x) for x in flags])
+
+    def mark(x):
+        return jnp.where(unreached.reshape(unreached.shape + (1,) * (x.ndim - 1)), jnp.inf, x)
+
+    return mark(sol.ts[0]), jax.tree.map(mark, saved)
 
 
 def _integrate_piecewise(
@@ -232,7 +267,7 @@ def _integrate_piecewise(
     start, y = t0, y0
     pieces, event_times = [], []
     while True:
-        piece, y_end, t_end = _integrate(
+        piece, y_end, t_end = _solve_jit(
             vector_field,
             y,
             save,

@@ -1,16 +1,17 @@
-"""The flows' options, checked before anything is traced.
+"""The flows' options, checked before any work.
 
 Static options (types, which solver goes with which controller, which adjoint) raise
-`TypeError`/`ValueError` on the host. Values (times, tolerances) become arrays, traced
-under `jit` so that new values recompile nothing; they are checked again with
-`eqx.error_if` inside the compiled solve (`flows._integrate`), and here, with the numbers
-in the message, when they are concrete.
+`TypeError`/`ValueError` naming the option, on the host or while a compiled flow is
+traced (`check_static_options`). Values (times, tolerances) become arrays, traced under
+`jit` so that new values recompile nothing; they are checked again with `eqx.error_if`
+inside the compiled solve (`flows._integrate`), and on the host, with the numbers in the
+message, when they are concrete (`normalise_options`).
 """
 
+import math
 from typing import Any
 
 import diffrax as dfx
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,11 +35,19 @@ _REFUSED_ADJOINTS = {
 }
 
 
-def check_options(
+def check_options(*, args, max_events, **options) -> dict[str, Any]:
+    """Every check of the flows' options, on the host; returns them normalised (see
+    `normalise_options`), with `max_events`."""
+    del args  # any PyTree
+    options = normalise_options(max_events=max_events, **options)
+    check_static_options(**options)
+    return {**options, "max_events": int(max_events)}
+
+
+def normalise_options(
     *,
     t0,
     t1,
-    args,
     solver,
     stepsize_controller,
     dt0,
@@ -49,16 +58,83 @@ def check_options(
     progress_meter,
     max_events,
 ) -> dict[str, Any]:
-    """Host-side checks of the flows' options; returns them normalised (times as arrays
-    of the default float dtype, tolerances as arrays)."""
-    del args  # any PyTree
-    dtype = jnp.result_type(float)
-    times = {}
-    for name, value in (("t0", t0), ("t1", t1), ("dt0", dt0)):
-        if value is None and name == "dt0":
-            times[name] = None
-            continue
-        times[name] = _scalar(value, name, dtype)
+    """The checks that need the options' values, on the host, on every call; returns the
+    options with times and PID tolerances as arrays of the default float dtype (NumPy
+    arrays for Python numbers: a compiled solve traces them like any array), without
+    `max_events`.
+
+    Kept to NumPy and `isinstance`: an eager JAX operation per option would cost more
+    than a warm solve of a small model. The static options are checked by
+    `check_static_options`, which a compiled flow calls while tracing (once per
+    compilation), and values again inside the solve with `eqx.error_if`.
+    """
+    dtype = jax.dtypes.canonicalize_dtype(float)
+    raw = t0, t1
+    t0, t1 = _scalar(t0, "t0", dtype), _scalar(t1, "t1", dtype)
+    given = _host_value(raw[0]), _host_value(raw[1])
+    if dt0 is not None:
+        dt0 = _scalar(dt0, "dt0", dtype)
+    if isinstance(stepsize_controller, dfx.PIDController):
+        stepsize_controller = _traced_tolerances(stepsize_controller, dtype)
+    if not isinstance(saveat, SaveAt):
+        raise TypeError(
+            f"`saveat` must be a `flows.SaveAt` (e.g. `flows.SaveAt(ts=ts)`), got {saveat!r}."
+        )
+    if isinstance(max_events, bool) or not isinstance(max_events, int | np.integer):
+        raise TypeError(f"`max_events` must be a non-negative integer, got {max_events!r}.")
+    if max_events < 0:
+        raise ValueError(f"`max_events` must be a non-negative integer, got {max_events}.")
+    known = None not in given
+    if known and not given[1] > given[0]:
+        raise ValueError(f"`t1` must be greater than `t0` = {given[0]}, got {given[1]}.")
+    if saveat.ts is not None and known and concrete(saveat.ts):
+        ts = np.asarray(saveat.ts)
+        if np.any(np.diff(ts) < 0):
+            raise ValueError(f"`SaveAt(ts=...)` must be non-decreasing, got {ts}.")
+        if ts[0] < given[0] or ts[-1] > given[1]:
+            raise ValueError(
+                f"`SaveAt(ts=...)` must lie in [t0, t1] = [{given[0]}, {given[1]}], got "
+                f"[{ts[0]}, {ts[-1]}]."
+            )
+    # NumPy scalars as Python ones (as diffrax expects), where they are what was asked.
+    if isinstance(max_steps, np.integer):
+        max_steps = int(max_steps)
+    if isinstance(throw, np.bool_):
+        throw = bool(throw)
+    return dict(
+        t0=t0,
+        t1=t1,
+        dt0=dt0,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        saveat=saveat,
+        adjoint=adjoint,
+        max_steps=max_steps,
+        throw=throw,
+        progress_meter=progress_meter,
+    )
+
+
+def check_static_options(
+    *,
+    t0,
+    t1,
+    solver,
+    stepsize_controller,
+    dt0,
+    saveat,
+    adjoint,
+    max_steps,
+    throw,
+    progress_meter,
+) -> None:
+    """The checks of the static options (types, which solver goes with which controller,
+    which adjoint): `TypeError`/`ValueError` naming the option.
+
+    They depend only on what a compiled flow keys its cache on, so a flow may run them
+    while tracing: once per compilation, not on every call.
+    """
+    del t0, t1, saveat  # checked by `normalise_options`
     if not isinstance(solver, dfx.AbstractSolver):
         raise TypeError(
             f"`solver` must be a diffrax solver (e.g. `diffrax.Tsit5()`), got {solver!r}."
@@ -80,12 +156,6 @@ def check_options(
     if isinstance(stepsize_controller, dfx.ConstantStepSize) and dt0 is None:
         raise ValueError(
             "`stepsize_controller=diffrax.ConstantStepSize()` needs the step: pass `dt0`."
-        )
-    if isinstance(stepsize_controller, dfx.PIDController):
-        stepsize_controller = _traced_tolerances(stepsize_controller, dtype)
-    if not isinstance(saveat, SaveAt):
-        raise TypeError(
-            f"`saveat` must be a `flows.SaveAt` (e.g. `flows.SaveAt(ts=ts)`), got {saveat!r}."
         )
     if not isinstance(adjoint, dfx.AbstractAdjoint):
         raise TypeError(
@@ -114,41 +184,12 @@ def check_options(
             f"`diffrax.TqdmProgressMeter()`, `diffrax.TextProgressMeter()`), got "
             f"{progress_meter!r}."
         )
-    if isinstance(max_events, bool) or not isinstance(max_events, int | np.integer):
-        raise TypeError(f"`max_events` must be a non-negative integer, got {max_events!r}.")
-    if max_events < 0:
-        raise ValueError(f"`max_events` must be a non-negative integer, got {max_events}.")
-    t0, t1 = times["t0"], times["t1"]
-    if concrete(t0, t1) and not bool(t1 > t0):
-        raise ValueError(f"`t1` must be greater than `t0` = {float(t0)}, got {float(t1)}.")
-    if saveat.ts is not None and concrete(t0, t1, saveat.ts):
-        ts = np.asarray(saveat.ts)
-        if np.any(np.diff(ts) < 0):
-            raise ValueError(f"`SaveAt(ts=...)` must be non-decreasing, got {ts}.")
-        if ts[0] < float(t0) or ts[-1] > float(t1):
-            raise ValueError(
-                f"`SaveAt(ts=...)` must lie in [t0, t1] = [{float(t0)}, {float(t1)}], got "
-                f"[{ts[0]}, {ts[-1]}]."
-            )
-    return dict(
-        t0=t0,
-        t1=t1,
-        dt0=times["dt0"],
-        solver=solver,
-        stepsize_controller=stepsize_controller,
-        saveat=saveat,
-        adjoint=adjoint,
-        max_steps=None if max_steps is None else int(max_steps),
-        throw=bool(throw),
-        progress_meter=progress_meter,
-        max_events=int(max_events),
-    )
 
 
 def as_traced(t0, t1, options: dict):
     """Times and PID tolerances as arrays, for an outer `filter_jit` that should trace
     them (Python floats would be static: part of its cache key)."""
-    dtype = jnp.result_type(float)
+    dtype = jax.dtypes.canonicalize_dtype(float)
     t0, t1 = _scalar(t0, "t0", dtype), _scalar(t1, "t1", dtype)
     controller = options.get("stepsize_controller")
     if isinstance(controller, dfx.PIDController):
@@ -158,22 +199,71 @@ def as_traced(t0, t1, options: dict):
     return t0, t1, options
 
 
-def _scalar(value, name, dtype):
-    if isinstance(value, str | bytes) or not _real(value):
+# Python numbers already converted (the times of repeated calls: t0 = 0.0, t1 = 1.0, ...),
+# by value: an eager `jnp.asarray` costs more than the rest of a warm call's host-side
+# work. Only concrete arrays are kept (under a trace `jnp.asarray` makes a tracer).
+_SCALARS: dict[tuple[Any, np.dtype], jax.Array] = {}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def _scalar(value, name, dtype) -> jax.Array:
+    # An array of `dtype`, never weakly typed: a weak type would be another cache entry
+    # of the compiled solve.
+    if _is_number(value):
+        key = (value, dtype)
+        hit = _SCALARS.get(key)
+        if hit is not None:
+            return hit
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise ValueError(f"`{name}` must be finite, got {float(value)}.")
+        out = jnp.asarray(value, dtype)
+        if concrete(out):
+            if len(_SCALARS) >= 256:
+                _SCALARS.clear()
+            _SCALARS[key] = out
+        return out
+    if isinstance(value, str | bytes | bool | np.bool_) or not _real(value):
         raise TypeError(f"`{name}` must be a real number, got {value!r}.")
-    value = jnp.asarray(value)
-    if value.shape != ():
-        raise ValueError(f"`{name}` must be a scalar, got an array of shape {value.shape}.")
+    if np.shape(value) != ():
+        raise ValueError(f"`{name}` must be a scalar, got an array of shape {np.shape(value)}.")
     if concrete(value) and not np.isfinite(np.asarray(value)):
         raise ValueError(f"`{name}` must be finite, got {float(value)}.")
-    return value.astype(dtype)
+    return _as_dtype(value, dtype)
+
+
+def _as_dtype(value, dtype) -> jax.Array:
+    if isinstance(value, jax.Array) and value.dtype == dtype and not value.weak_type:
+        return value
+    return jnp.asarray(value).astype(dtype)
+
+
+def _host_value(value) -> float | None:
+    # The number, where it is known on the host (a Python number even under `jit`).
+    if _is_number(value):
+        return float(value)
+    if concrete(value):
+        return float(np.asarray(value))
+    return None
 
 
 def _real(value) -> bool:
-    try:
-        kind = jnp.asarray(value).dtype
-    except TypeError:
-        return False
+    if isinstance(value, int | float):
+        return True
+    kind = getattr(value, "dtype", None)
+    if kind is None:
+        try:
+            kind = np.asarray(value).dtype
+        except (TypeError, ValueError):
+            return False
     return jnp.issubdtype(kind, jnp.integer) or jnp.issubdtype(kind, jnp.floating)
 
 
@@ -181,19 +271,48 @@ def concrete(*xs) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
+# Controllers already converted, by identity: a flow is mostly called again and again with
+# one controller object (the default, or one the caller keeps), and the conversion costs
+# more than the rest of a warm call's host-side work. An entry holds its controller, so
+# its id cannot be reused while cached; controllers holding tracers are never cached.
+_CONVERTED: dict[tuple[int, np.dtype], tuple[dfx.PIDController, dfx.PIDController]] = {}
+
+
 def _traced_tolerances(controller: dfx.PIDController, dtype) -> dfx.PIDController:
     # As arrays, the tolerances are traced values of the compiled solve: another
     # tolerance recompiles nothing (Python floats would be part of the cache key).
+    key = (id(controller), dtype)
+    hit = _CONVERTED.get(key)
+    if hit is not None and hit[0] is controller:
+        return hit[1]
     for name in ("rtol", "atol"):
         value = getattr(controller, name)
-        if isinstance(value, str) or not _real(value) or jnp.shape(value) != ():
+        if isinstance(value, str) or not _real(value) or np.shape(value) != ():
             raise TypeError(f"`stepsize_controller.{name}` must be a real scalar, got {value!r}.")
         if concrete(value) and not (0 < float(value) < 1):
             raise ValueError(
                 f"`stepsize_controller.{name}` must lie in (0, 1), got {float(value)}."
             )
-    return eqx.tree_at(
-        lambda c: (c.rtol, c.atol),
-        controller,
-        (jnp.asarray(controller.rtol, dtype), jnp.asarray(controller.atol, dtype)),
+    # Swap the two leaves by their paths (what `eqx.tree_at` does, several times slower).
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(controller)
+    converted = jax.tree.unflatten(
+        treedef,
+        [_tolerance(leaf, dtype) if _is_tolerance(path) else leaf for path, leaf in leaves],
     )
+    if concrete(*(leaf for _, leaf in leaves)):
+        if len(_CONVERTED) >= 64:
+            _CONVERTED.clear()
+        _CONVERTED[key] = (controller, converted)
+    return converted
+
+
+def _is_tolerance(path) -> bool:
+    return (
+        len(path) == 1
+        and isinstance(path[0], jax.tree_util.GetAttrKey)
+        and path[0].name in ("rtol", "atol")
+    )
+
+
+def _tolerance(value, dtype):
+    return jnp.asarray(value, dtype) if _is_number(value) else _as_dtype(value, dtype)

@@ -255,6 +255,10 @@ def test_traced_value_checks_raise_under_jit(getkey):
         )
     )
     with pytest.raises(eqx.EquinoxRuntimeError, match="`t1` must be greater than `t0`"):
+        run(jnp.asarray(-1.0), jnp.array([-0.5]))
+    # A Python float is static under `filter_jit`: known while tracing, so checked then,
+    # with the numbers in the message.
+    with pytest.raises(ValueError, match="`t1` must be greater than `t0` = 0.0, got -1.0"):
         run(-1.0, jnp.array([-0.5]))
     with pytest.raises(eqx.EquinoxRuntimeError, match="non-decreasing"):
         run(1.0, jnp.array([0.5, 0.2]))
