@@ -67,6 +67,19 @@ class TwoLayerLinearMetric(AbstractSpectralMetric):
         alpha, dalpha = side(s_left, -jnp.maximum(self.lam, 0))
         beta, dbeta = side(s_right, jnp.minimum(self.lam, 0))
         n, m = s_left.shape[0], s_right.shape[0]
+        if self.rank < n or self.rank < m:
+            # The projector branch is defined only where rank Z = r: raise (jit-safe) where
+            # Z is numerically of lower rank, rather than return a projector onto noise.
+            projector = ((self.lam > 0) & (self.rank < n)) | ((self.lam < 0) & (self.rank < m))
+            s_r = s_left[self.rank - 1] if self.rank <= min(n, m) else jnp.zeros_like(s_left[0])
+            tol = (max(n, m) * jnp.finfo(s_left.dtype).eps) ** 2 * s_left[0]
+            alpha = eqx.error_if(
+                alpha,
+                projector & (s_r <= tol),
+                "TwoLayerLinearMetric: K(z) with lam != 0 and r < n (lam > 0) or r < m "
+                "(lam < 0) is defined only where rank z = r, but sigma_r(z) <= "
+                "max(n, m) * eps * sigma_1(z): z is numerically of lower rank.",
+            )
         one_n, one_m = jnp.ones_like(alpha), jnp.ones_like(beta)
         return (
             jnp.stack([alpha, one_n]),

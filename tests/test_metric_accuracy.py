@@ -6,6 +6,7 @@ is exact to rounding at every point; K must agree with it to a small multiple of
 to ‖M‖, whatever the scale.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,3 +88,17 @@ def test_offsets_from_lams_and_from_squares_agree(getkey):
     np.testing.assert_allclose(from_lams.offsets, from_squares.offsets, rtol=0, atol=1e-14)
     with pytest.raises(TypeError, match="exactly one of `lams` and `squares`"):
         manifolds.DiagonalChainMetric()
+
+
+def test_projector_branch_below_rank_r_raises(getkey):
+    # λ > 0 and r = 2 < n = 3: K needs rank z = 2. At a rank-1 z it raises (also under
+    # jit) instead of returning a projector onto rounding noise.
+    model = models.TwoLayerLinear.relaxed_balanced(getkey(), 3, 2, 5, 0.7)
+    K = manifolds.intrinsic_metric(model)
+    z = jnp.outer(jax.random.normal(getkey(), (3,)), jax.random.normal(getkey(), (5,)))
+    g = jnp.ones_like(z)
+    with pytest.raises(Exception, match="numerically of lower rank"):
+        jax.block_until_ready(K(z).mv(g))
+    with pytest.raises(Exception, match="numerically of lower rank"):
+        jax.block_until_ready(eqx.filter_jit(lambda K, z: K(z).mv(g))(K, z))
+    assert bool(jnp.all(jnp.isfinite(K(model.lift()).mv(g))))  # rank 2: fine
