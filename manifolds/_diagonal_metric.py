@@ -6,9 +6,11 @@ import lineax as lx
 from jaxtyping import Array, Float
 
 from models import DiagonalLinear
+from models._checks import as_float_array
 
 from ._chain import chain_root, prefix_suffix
-from ._intrinsic_metric import AbstractIntrinsicMetric, intrinsic_metric
+from ._intrinsic_metric import AbstractIntrinsicMetric, check_point, intrinsic_metric, metric_rtol
+from ._operator import function_operator
 
 
 class DiagonalChainMetric(AbstractIntrinsicMetric):
@@ -30,7 +32,7 @@ class DiagonalChainMetric(AbstractIntrinsicMetric):
     def __init__(self, lams: Float[Array, " depth_minus_one *shape"]):
         r"""**Arguments:** `lams`, the conserved $\lambda_j$ stacked on a leading axis of
         length $L-1$ (exactly `DiagonalLinear.conservation_laws()`)."""
-        lams = jnp.asarray(lams)
+        lams = as_float_array(lams, "lams")
         if lams.ndim < 1 or lams.shape[0] < 1:
             raise ValueError(
                 f"`lams` must have a leading axis of length L-1 >= 1, got shape {lams.shape}."
@@ -38,18 +40,27 @@ class DiagonalChainMetric(AbstractIntrinsicMetric):
         self.levels = jnp.concatenate([jnp.zeros_like(lams[:1]), jnp.cumsum(lams, axis=0)])
 
     def __call__(self, z: Float[Array, "*shape"]) -> lx.FunctionLinearOperator:
+        # The conserved values fix z's shape, up to axes of length 1 they broadcast along
+        # (one shared level set when they have no axes beyond the leading one).
+        z = check_point(z)
+        shape = self.levels.shape[1:]
+        if shape and (len(shape) != z.ndim or any(a not in (1, b) for a, b in zip(shape, z.shape))):
+            raise ValueError(
+                f"`z` must have shape {shape}, the shape of the conserved values (up to "
+                f"their axes of length 1), got shape {z.shape}."
+            )
         x = chain_root(z**2, self.levels)
         prefix, suffix = prefix_suffix(x, self.levels)
         diag = jnp.sum(prefix * suffix, axis=0).reshape(z.shape)
-        return lx.FunctionLinearOperator(
+        return function_operator(
             lambda g: diag * g,
             jax.eval_shape(lambda: diag * z),  # with z's sharding, if any
-            tags=(lx.diagonal_tag, lx.symmetric_tag, lx.positive_semidefinite_tag),
+            (lx.diagonal_tag, lx.symmetric_tag, lx.positive_semidefinite_tag),
         )
 
 
 @intrinsic_metric.register
 def _(model: DiagonalLinear, *, rtol: float | None = None) -> DiagonalChainMetric:
-    # Every level set of a diagonal chain has a closed form: nothing to check.
-    del rtol
+    # Every level set of a diagonal chain has a closed form: nothing to check but `rtol`.
+    metric_rtol(rtol, model.factors[0].dtype)
     return DiagonalChainMetric(model.conservation_laws())
