@@ -17,7 +17,7 @@ from models._custom_types import RealScalarLike
 from ._integrate import integrate
 from ._options import check_options
 from ._output_loss import OutputLoss
-from ._solution import FlowSolution, SaveAt
+from ._solution import RESULTS, FlowSolution, SaveAt
 
 DEFAULT_CONTROLLER = dfx.PIDController(rtol=1e-8, atol=1e-8)
 
@@ -208,6 +208,10 @@ def euclidean_flow(
     sol, theta1 = integrate(
         vector_field, theta0, save, options=options, args=args, switching=switching
     )
+    if options["throw"]:
+        # The failure check rides on the saved summaries; under `jit` a caller who keeps
+        # only `solution.final` would otherwise drop it and get NaNs without an error.
+        theta1 = sol.result.error_if(theta1, sol.result != RESULTS.successful)
     _, static = eqx.partition(model, eqx.is_inexact_array)
     sol = eqx.tree_at(lambda s: s.final, sol, eqx.combine(theta1, static), is_leaf=_is_none)
     if save_params:

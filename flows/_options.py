@@ -192,6 +192,12 @@ def _traced_tolerances(controller: dfx.PIDController, dtype) -> dfx.PIDControlle
             raise ValueError(
                 f"`stepsize_controller.{name}` must lie in (0, 1), got {float(value)}."
             )
+        eps = float(jnp.finfo(dtype).eps)
+        if name == "rtol" and concrete(value) and float(value) <= eps:
+            raise ValueError(  # a relative accuracy below rounding is never reached
+                f"`stepsize_controller.rtol` must lie in (0, 1) above the machine epsilon "
+                f"{eps:.3g} of {jnp.dtype(dtype).name}, got {float(value)}."
+            )
     return eqx.tree_at(
         lambda c: (c.rtol, c.atol),
         controller,
