@@ -14,6 +14,7 @@ from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from manifolds import AbstractReLUMetric
 from models import AbstractReLUNetwork
+from models._checks import check_finite
 from models._custom_types import RealScalarLike
 
 from ._euclidean import DEFAULT_CONTROLLER
@@ -206,7 +207,7 @@ def intrinsic_flow(
         )
     if not callable(f):
         raise TypeError(f"`f` must be a callable (z, args) -> scalar loss, got {f!r}.")
-    z0 = _check_state(z0)
+    z0 = _check_state(z0, options["throw"])
     if saveat.params:
         raise ValueError(
             "`SaveAt(params=True)` saves the model of a Euclidean flow; the intrinsic "
@@ -238,7 +239,7 @@ def intrinsic_flow(
     return eqx.tree_at(lambda s: s.final, sol, z1, is_leaf=lambda x: x is None)
 
 
-def _check_state(z0):
+def _check_state(z0, throw):
     try:
         z0 = jax.tree.map(jnp.asarray, z0)
     except TypeError:
@@ -255,6 +256,10 @@ def _check_state(z0):
                 f"`z0` must be finite, got an array of shape {x.shape} with "
                 f"{int(jnp.sum(~jnp.isfinite(x)))} non-finite entries."
             )
+    if throw:  # a traced z0 is checked when the flow runs, under its own name
+        z0 = jax.tree.map(
+            lambda x: check_finite(x, "z0") if isinstance(x, jax.core.Tracer) else x, z0
+        )
     return z0
 
 

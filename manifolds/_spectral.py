@@ -24,6 +24,8 @@ import jax.tree_util as jtu
 import lineax as lx
 from jaxtyping import Array, Float
 
+from models._checks import as_float_array
+
 from ._intrinsic_metric import AbstractIntrinsicMetric, check_point
 from ._operator import function_operator
 
@@ -96,8 +98,9 @@ class AbstractSpectralMetric(AbstractIntrinsicMetric):
         """
 
     def __call__(self, z: Float[Array, "n m"]) -> lx.FunctionLinearOperator:
-        if jnp.ndim(z) != 2:
-            raise ValueError(f"`z` must be a matrix (2 dimensions), got shape {jnp.shape(z)}.")
+        z = as_float_array(z, "z")
+        if z.ndim != 2:
+            raise ValueError(f"`z` must be a matrix (2 dimensions), got shape {z.shape}.")
         z = check_point(z, self.shape)
         return _operator(lambda x: _spectral_apply(self, z, x), z)
 

@@ -610,9 +610,11 @@ CASES = [
     ),
     (
         "RecoveredMetric/z nan under jit",
+        # One failure channel by design (test_recovered_metric): the result code, whose
+        # message names a non-finite z among the causes.
         lambda: _jit_K_nan(manifolds.RecoveredMetric(_two_layer()), _z()),
         eqx.EquinoxRuntimeError,
-        r"`z` must have finite entries \(got non-finite",
+        r"no theta with phi.*be non-finite",
     ),
     (
         "mirror_flow_test/K not callable",
@@ -762,7 +764,7 @@ CASES = [
         "intrinsic_flow/z0 nan under jit",
         lambda: eqx.filter_jit(lambda z: _iflow(z0=z).final)(_z().at[0, 0].set(jnp.nan)),
         eqx.EquinoxRuntimeError,
-        r"non-finite",
+        r"`z0` must have finite entries \(got non-finite",
     ),
     ("intrinsic_flow/z0 str", lambda: _iflow(z0="z"), TypeError, r"z0"),
     (
