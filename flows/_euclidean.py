@@ -17,7 +17,7 @@ from models._custom_types import RealScalarLike
 from ._integrate import integrate, solve
 from ._options import check_static_options, normalise_options
 from ._output_loss import OutputLoss
-from ._solution import FlowSolution, SaveAt
+from ._solution import RESULTS, FlowSolution, SaveAt
 
 DEFAULT_CONTROLLER = dfx.PIDController(rtol=1e-8, atol=1e-8)
 
@@ -214,7 +214,7 @@ def _compiled_flow(model, f, args, options):
     theta0, static = eqx.partition(model, eqx.is_inexact_array)
     vector_field, save = _field_and_save(model, f, options["saveat"].params)
     sol, theta1, _ = solve(vector_field, theta0, save, args, cond=None, **options)
-    sol = _with_model(sol, theta1, static)
+    sol = _with_model(sol, theta1, static, options["throw"])
     # The solution as its array leaves and a static rest, rebuilt by `_smooth_flow`:
     # `filter_jit` would otherwise recombine the whole tree on every call (tens of µs).
     leaves, treedef = jax.tree.flatten(sol)
@@ -235,7 +235,7 @@ def _piecewise_flow(model, f, args, options):
         args=args,
         switching=switching,
     )
-    return _with_model(sol, theta1, static)
+    return _with_model(sol, theta1, static, options["throw"])
 
 
 def _field_and_save(model, f, save_params: bool):
@@ -251,8 +251,12 @@ def _field_and_save(model, f, save_params: bool):
     return vector_field, save
 
 
-def _with_model(sol: FlowSolution, theta1, static) -> FlowSolution:
+def _with_model(sol: FlowSolution, theta1, static, throw: bool) -> FlowSolution:
     # The solve works on θ, the array leaves; the solution carries models.
+    if throw:
+        # The failure check rides on the saved summaries; under `jit` a caller who keeps
+        # only `solution.final` would otherwise drop it and get NaNs without an error.
+        theta1 = sol.result.error_if(theta1, sol.result != RESULTS.successful)
     sol = eqx.tree_at(lambda s: s.final, sol, eqx.combine(theta1, static), is_leaf=_is_none)
     if sol.params is not None:
         sol = eqx.tree_at(

@@ -14,21 +14,29 @@ from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from manifolds import AbstractReLUMetric
 from models import AbstractReLUNetwork
+from models._checks import check_finite
 from models._custom_types import RealScalarLike
 
 from ._euclidean import DEFAULT_CONTROLLER
 from ._integrate import integrate
 from ._options import check_options
 from ._output_loss import OutputLoss
-from ._solution import FlowSolution, SaveAt
+from ._solution import RESULTS, FlowSolution, SaveAt
 
 
 class _IntrinsicField(eqx.Module):
     K: Callable
     f: Callable
+    # A finite state to evaluate K at instead of a non-finite one: the metrics refuse a
+    # non-finite z (`eqx.error_if`), which inside the solve must be a rejected step or a
+    # result code (`throw=False`), never an exception.
+    fallback: PyTree[Array]
 
     def __call__(self, z, args):
-        return jax.tree.map(jnp.negative, self.K(z).mv(jax.grad(self.f)(z, args)))
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(z)]))
+        safe = jax.tree.map(lambda x, x0: jnp.where(finite, x, x0), z, self.fallback)
+        out = self.K(safe).mv(jax.grad(self.f)(safe, args))
+        return jax.tree.map(lambda x: jnp.where(finite, -x, jnp.nan), out)
 
 
 class _PathLoss(eqx.Module):
@@ -199,7 +207,7 @@ def intrinsic_flow(
         )
     if not callable(f):
         raise TypeError(f"`f` must be a callable (z, args) -> scalar loss, got {f!r}.")
-    z0 = _check_state(z0)
+    z0 = _check_state(z0, options["throw"])
     if saveat.params:
         raise ValueError(
             "`SaveAt(params=True)` saves the model of a Euclidean flow; the intrinsic "
@@ -222,14 +230,16 @@ def intrinsic_flow(
         switching = _PathSwitching(signed, f.inputs)
         piecewise = dict(extra=K.signs, on_event=_path_event(signed, num_active))
     else:
-        field, save = _IntrinsicField(K, f), _IntrinsicSave(f)
+        field, save = _IntrinsicField(K, f, z0), _IntrinsicSave(f)
     sol, z1 = integrate(
         field, z0, save, options=options, args=args, switching=switching, **piecewise
     )
+    if options["throw"]:  # as in `euclidean_flow`: `final` alone keeps the check
+        z1 = sol.result.error_if(z1, sol.result != RESULTS.successful)
     return eqx.tree_at(lambda s: s.final, sol, z1, is_leaf=lambda x: x is None)
 
 
-def _check_state(z0):
+def _check_state(z0, throw):
     try:
         z0 = jax.tree.map(jnp.asarray, z0)
     except TypeError:
@@ -246,6 +256,10 @@ def _check_state(z0):
                 f"`z0` must be finite, got an array of shape {x.shape} with "
                 f"{int(jnp.sum(~jnp.isfinite(x)))} non-finite entries."
             )
+    if throw:  # a traced z0 is checked when the flow runs, under its own name
+        z0 = jax.tree.map(
+            lambda x: check_finite(x, "z0") if isinstance(x, jax.core.Tracer) else x, z0
+        )
     return z0
 
 

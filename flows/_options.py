@@ -293,6 +293,12 @@ def _traced_tolerances(controller: dfx.PIDController, dtype) -> dfx.PIDControlle
             raise ValueError(
                 f"`stepsize_controller.{name}` must lie in (0, 1), got {float(value)}."
             )
+        eps = float(jnp.finfo(dtype).eps)
+        if name == "rtol" and concrete(value) and float(value) <= eps:
+            raise ValueError(  # a relative accuracy below rounding is never reached
+                f"`stepsize_controller.rtol` must lie in (0, 1) above the machine epsilon "
+                f"{eps:.3g} of {jnp.dtype(dtype).name}, got {float(value)}."
+            )
     # Swap the two leaves by their paths (what `eqx.tree_at` does, several times slower).
     leaves, treedef = jax.tree_util.tree_flatten_with_path(controller)
     converted = jax.tree.unflatten(

@@ -5,9 +5,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from models import DeepLinear
+from models._checks import as_float_array
 
 from ._chain import chain_root
-from ._intrinsic_metric import check_domain, default_rtol, intrinsic_metric
+from ._intrinsic_metric import check_domain, check_matrix_shape, intrinsic_metric, metric_rtol
 from ._spectral import AbstractSpectralMetric
 
 
@@ -35,11 +36,20 @@ class DeepLinearMetric(AbstractSpectralMetric):
 
     levels: Float[Array, " depth"]
     rank: int | None = eqx.field(static=True)
+    shape: tuple[int, int] | None = eqx.field(static=True)
 
-    def __init__(self, lams: Float[Array, " depth_minus_one"], rank: int | None = None):
+    def __init__(
+        self,
+        lams: Float[Array, " depth_minus_one"],
+        rank: int | None = None,
+        shape: tuple[int, int] | None = None,
+    ):
         r"""**Arguments:** `lams`, the $L-1$ values $\lambda_j$; `rank`, an upper bound on
-        the rank of $Z$ known from the architecture (the narrowest width), or `None`."""
-        lams = jnp.atleast_1d(jnp.asarray(lams))
+        the rank of $Z$ known from the architecture (the narrowest width), or `None`;
+        `shape`, the $(n_L, n_0)$ of $Z$ (`None`: not checked). `intrinsic_metric` sets
+        both."""
+        self.shape = None if shape is None else check_matrix_shape(shape)
+        lams = jnp.atleast_1d(as_float_array(lams, "lams"))
         if lams.ndim != 1:
             raise ValueError(f"`lams` must be a vector of L-1 values, got shape {lams.shape}.")
         if rank is not None and (isinstance(rank, bool) or int(rank) != rank or int(rank) < 1):
@@ -95,7 +105,7 @@ def _(model: DeepLinear, *, rtol: float | None = None) -> DeepLinearMetric:
     # relative to max_j ||W_j||_F^2, the scale of the laws h_j.
     laws = model.conservation_laws()
     widths = model.widths
-    rtol = default_rtol(laws[0].dtype) if rtol is None else rtol
+    rtol = metric_rtol(rtol, laws[0].dtype)
     scale = jnp.max(jnp.stack([jnp.sum(w**2) for w in model.weights]))
     lams = jnp.stack([jnp.trace(h) / h.shape[0] for h in laws])
     residuals = jnp.stack(
@@ -129,4 +139,4 @@ def _(model: DeepLinear, *, rtol: float | None = None) -> DeepLinearMetric:
             "balanced (all lam_j = 0) for any widths.",
             lambda: "Measured lam_j = " + ", ".join(f"{float(lam):.6g}" for lam in lams) + ".",
         )
-    return DeepLinearMetric(lams, rank=min(widths))
+    return DeepLinearMetric(lams, rank=min(widths), shape=(widths[-1], widths[0]))

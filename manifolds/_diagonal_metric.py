@@ -6,9 +6,11 @@ import lineax as lx
 from jaxtyping import Array, Float
 
 from models import DiagonalLinear
+from models._checks import as_float_array
 
 from ._chain import chain_root, prefix_suffix
-from ._intrinsic_metric import AbstractIntrinsicMetric, intrinsic_metric
+from ._intrinsic_metric import AbstractIntrinsicMetric, check_point, intrinsic_metric, metric_rtol
+from ._operator import function_operator
 
 
 class DiagonalChainMetric(AbstractIntrinsicMetric):
@@ -51,14 +53,14 @@ class DiagonalChainMetric(AbstractIntrinsicMetric):
         if (lams is None) == (squares is None):
             raise TypeError("Pass exactly one of `lams` and `squares`.")
         if lams is not None:
-            lams = jnp.asarray(lams)
+            lams = as_float_array(lams, "lams")
             if lams.ndim < 1 or lams.shape[0] < 1:
                 raise ValueError(
                     f"`lams` must have a leading axis of length L-1 >= 1, got shape {lams.shape}."
                 )
             levels = jnp.concatenate([jnp.zeros_like(lams[:1]), jnp.cumsum(lams, axis=0)])
         else:
-            levels = jnp.asarray(squares)
+            levels = as_float_array(squares, "squares")
             if levels.ndim < 1 or levels.shape[0] < 2:
                 raise ValueError(
                     f"`squares` must have a leading axis of length L >= 2, got shape "
@@ -68,21 +70,30 @@ class DiagonalChainMetric(AbstractIntrinsicMetric):
         self.offsets = levels - jnp.min(levels, axis=0, keepdims=True)
 
     def __call__(self, z: Float[Array, "*shape"]) -> lx.FunctionLinearOperator:
+        # The conserved values fix z's shape, up to axes of length 1 they broadcast along
+        # (one shared level set when they have no axes beyond the leading one).
+        z = check_point(z)
+        shape = self.offsets.shape[1:]
+        if shape and (len(shape) != z.ndim or any(a not in (1, b) for a, b in zip(shape, z.shape))):
+            raise ValueError(
+                f"`z` must have shape {shape}, the shape of the conserved values (up to "
+                f"their axes of length 1), got shape {z.shape}."
+            )
         # K depends on the offsets' differences only; re-anchoring at min 0 (exact when
         # already so) keeps a root y >= 0 for every z, whatever was done to the field.
         offsets = self.offsets - jnp.min(self.offsets, axis=0, keepdims=True)
         y = chain_root(z**2, offsets)
         prefix, suffix = prefix_suffix(y, offsets)
         diag = jnp.sum(prefix * suffix, axis=0).reshape(z.shape)
-        return lx.FunctionLinearOperator(
+        return function_operator(
             lambda g: diag * g,
             jax.eval_shape(lambda: diag * z),  # with z's sharding, if any
-            tags=(lx.diagonal_tag, lx.symmetric_tag, lx.positive_semidefinite_tag),
+            (lx.diagonal_tag, lx.symmetric_tag, lx.positive_semidefinite_tag),
         )
 
 
 @intrinsic_metric.register
 def _(model: DiagonalLinear, *, rtol: float | None = None) -> DiagonalChainMetric:
-    # Every level set of a diagonal chain has a closed form: nothing to check.
-    del rtol
+    # Every level set of a diagonal chain has a closed form: nothing to check but `rtol`.
+    metric_rtol(rtol, model.factors[0].dtype)
     return DiagonalChainMetric(squares=jnp.stack([u**2 for u in model.factors]))

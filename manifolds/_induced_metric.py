@@ -6,6 +6,7 @@ import lineax as lx
 from models import AbstractFactorization
 
 from ._lifting import lifting_function
+from ._operator import function_operator
 
 
 def induced_metric(model: AbstractFactorization) -> lx.FunctionLinearOperator:
@@ -33,8 +34,9 @@ def induced_metric(model: AbstractFactorization) -> lx.FunctionLinearOperator:
         (v,) = vjp_fn(g)
         return jvp_fn(v)
 
-    return lx.FunctionLinearOperator(
+    return function_operator(
         mv,
         jax.eval_shape(lambda: z),
-        tags=(lx.symmetric_tag, lx.positive_semidefinite_tag),
+        (lx.symmetric_tag, lx.positive_semidefinite_tag),
+        "model.lift()",
     )

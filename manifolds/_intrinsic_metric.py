@@ -11,6 +11,7 @@ import numpy as np
 from jaxtyping import Array, PyTree
 
 from models import AbstractFactorization
+from models._checks import as_float_array, check_finite, check_tolerance
 
 
 class AbstractIntrinsicMetric(eqx.Module):
@@ -39,6 +40,42 @@ def check_domain(x, bad, message: str, details=None):
     if bool(bad):
         raise ValueError(message + ("" if details is None else " " + details()))
     return x
+
+
+def check_point(z, shape=None, name: str = "z"):
+    r"""`z` as a floating array, of `shape` if given, with finite entries: the argument
+    of a metric's `__call__`.
+
+    **Raises:** `TypeError` for a non-numeric `z`; `ValueError` for another shape (the
+    metric's level set fixes it), or non-finite entries when `z` is concrete; for a
+    traced `z` the returned array raises an `equinox.EquinoxRuntimeError` saying
+    non-finite when it runs, so **use the returned array**.
+    """
+    z = as_float_array(z, name)
+    if shape is not None and tuple(z.shape) != tuple(shape):
+        raise ValueError(
+            f"`{name}` must have shape {tuple(shape)}, the shape of `model.lift()` for the "
+            f"model this metric was built from; got shape {tuple(z.shape)}."
+        )
+    return check_finite(z, name)
+
+
+def check_matrix_shape(shape, name: str = "shape") -> tuple[int, int]:
+    """A pair of positive integers `(n, m)`, the shape of a matrix `z`."""
+    if (
+        not isinstance(shape, tuple | list)
+        or len(shape) != 2
+        or not all(
+            isinstance(s, int | np.integer) and not isinstance(s, bool) and s > 0 for s in shape
+        )
+    ):
+        raise ValueError(f"`{name}` must be a pair of positive integers (n, m), got {shape!r}.")
+    return int(shape[0]), int(shape[1])
+
+
+def metric_rtol(rtol, dtype, upper: float = 1.0) -> float:
+    """The `rtol` of `intrinsic_metric`: default $\\sqrt{\\varepsilon}$, else checked."""
+    return default_rtol(dtype) if rtol is None else check_tolerance(rtol, "rtol", dtype, upper)
 
 
 def default_rtol(dtype) -> float:

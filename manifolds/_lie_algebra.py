@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from models import AbstractFactorization
+from models._checks import check_key, check_tolerance
 
 from ._intrinsic_metric import default_rtol
 from ._lifting import lifting_function
@@ -152,6 +153,7 @@ def numpy_generator(key) -> np.random.Generator:
     """A NumPy generator seeded by a JAX key (`None`: a fixed seed, reproducible results)."""
     if key is None:
         return np.random.default_rng(0)
+    key = check_key(key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return np.random.default_rng(np.asarray(key, dtype=np.uint32).ravel().tolist())
@@ -160,9 +162,8 @@ def numpy_generator(key) -> np.random.Generator:
 def rank_tolerance(theta, rtol) -> tuple[float, float]:
     r"""The relative rank tolerance (default $\sqrt{\varepsilon}$) and $\varepsilon$ of θ's dtype."""
     dtype = jnp.result_type(*jax.tree.leaves(theta))
-    tol = default_rtol(dtype) if rtol is None else float(rtol)
-    if not 0 < tol < 1:
-        raise ValueError(f"`rtol` must lie in (0, 1), got {rtol!r}.")
+    # Above ε: a cut below rounding is noise (and rtol=1e-300 used to fail deep inside).
+    tol = default_rtol(dtype) if rtol is None else check_tolerance(rtol, "rtol", dtype)
     return tol, float(jnp.finfo(dtype).eps)
 
 

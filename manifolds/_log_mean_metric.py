@@ -12,8 +12,10 @@ from models import LinearNeuralODE
 from ._intrinsic_metric import (
     AbstractIntrinsicMetric,
     check_domain,
+    check_point,
     default_rtol,
     intrinsic_metric,
+    metric_rtol,
 )
 from ._spectral import padded_svd, spectral_operator
 
@@ -77,6 +79,7 @@ class LogMeanMetric(AbstractIntrinsicMetric):
     def __call__(self, z: Float[Array, "n n"]) -> lx.FunctionLinearOperator:
         if z.ndim != 2 or z.shape[0] != z.shape[1]:
             raise ValueError(f"`z` must be a square matrix, got shape {z.shape}.")
+        z = check_point(z)
         p, sigma, q, _ = padded_svd(z)
         eps = jnp.finfo(sigma.dtype).eps
         invertible = sigma[-1] > z.shape[0] * eps * sigma[0]
@@ -103,7 +106,11 @@ def _(model: LinearNeuralODE, *, rtol: float | None = None) -> LogMeanMetric:
         )
     # K(φ(A)) − M(A) is second order in the balance residual (measured: the Galerkin
     # truncation cancels to first order), so √(√ε) here means K ≈ M to about √ε.
-    rtol = float(np.sqrt(default_rtol(H.dtype))) if rtol is None else rtol
+    # Any rtol above epsilon: a coarse projection may be accepted on purpose (rtol > 1).
+    if rtol is None:
+        rtol = float(np.sqrt(default_rtol(H.dtype)))
+    else:
+        rtol = metric_rtol(rtol, H.dtype, np.inf)
     residual = model.balance_residual()
     grid = jnp.asarray(model.s_grid, H.dtype)
     # The scale of H = dA/ds + dA/dsᵀ + AᵀA − AAᵀ: relative at every size of A (jit-safe).

@@ -10,6 +10,8 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree
 
+from models._checks import check_tolerance
+
 from ._intrinsic_metric import default_rtol
 
 
@@ -65,14 +67,26 @@ def mirror_flow_test(
     """
     if not callable(K):
         raise TypeError(f"`K` must be a callable z -> lineax operator, got {type(K).__name__}.")
-    z = jax.tree.map(jnp.asarray, z)
+    try:
+        z = jax.tree.map(jnp.asarray, z)
+    except TypeError:
+        raise TypeError(f"`z` must be a (PyTree of) floating array(s), got {z!r}.") from None
     leaves = jax.tree.leaves(z)
     if not leaves or not all(jnp.issubdtype(x.dtype, jnp.floating) for x in leaves):
-        raise TypeError("`z` must be a (PyTree of) floating array(s).")
+        raise TypeError(
+            "`z` must be a (PyTree of) floating array(s), got dtypes "
+            f"{[str(x.dtype) for x in leaves]}."
+        )
+    if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
+        raise ValueError("`z` must have finite entries, got non-finite values (NaN or inf).")
+    try:
+        op = eqx.filter_eval_shape(K, z)
+    except Exception as e:  # the metric's own error is the informative one
+        raise type(e)(f"Evaluating `K(z)` failed: {e}") from e
+    if not isinstance(op, lx.AbstractLinearOperator):
+        raise TypeError(f"`K(z)` must return a lineax linear operator, got {type(op).__name__}.")
     dtype = jnp.result_type(*leaves)
-    tolerance = default_rtol(dtype) if rtol is None else float(rtol)
-    if not tolerance > 0:
-        raise ValueError(f"`rtol` must be positive, got {rtol}.")
+    tolerance = default_rtol(dtype) if rtol is None else check_tolerance(rtol, "rtol", dtype)
     kmat, dg = _metric_and_derivative(K, z)
     kmat, dg = np.asarray(kmat), np.asarray(dg)
     eps = float(jnp.finfo(dtype).eps)

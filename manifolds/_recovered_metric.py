@@ -10,6 +10,7 @@ import optimistix as optx
 from jaxtyping import Array, PyTree
 
 from models import AbstractFactorization
+from models._checks import check_positive_int, check_tolerance
 
 from ._induced_metric import induced_metric
 from ._intrinsic_metric import AbstractIntrinsicMetric, default_rtol
@@ -111,13 +112,12 @@ class RecoveredMetric(AbstractIntrinsicMetric):
             )
         h, theta = laws_function(model)
         dtype = jnp.result_type(*jax.tree.leaves(theta))
-        rtol = default_rtol(dtype) if rtol is None else float(rtol)
-        atol = default_rtol(dtype) if atol is None else float(atol)
-        for name, x in (("rtol", rtol), ("atol", atol)):
-            if not x > 0:
-                raise ValueError(f"`{name}` must be positive, got {x}.")
-        if int(max_steps) < 1:
-            raise ValueError(f"`max_steps` must be a positive integer, got {max_steps}.")
+        rtol = default_rtol(dtype) if rtol is None else check_tolerance(rtol, "rtol", dtype)
+        # atol is absolute (the residual's units are z's): any finite value above 0.
+        atol = default_rtol(dtype) if atol is None else check_tolerance(atol, "atol", dtype, np.inf)
+        max_steps = check_positive_int(max_steps, "max_steps")
+        if not isinstance(throw, bool | np.bool_):
+            raise TypeError(f"`throw` must be a bool, got {throw!r}.")
         if solver is None:
             solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
         elif not isinstance(solver, optx.AbstractLeastSquaresSolver):

@@ -24,7 +24,10 @@ import jax.tree_util as jtu
 import lineax as lx
 from jaxtyping import Array, Float
 
-from ._intrinsic_metric import AbstractIntrinsicMetric
+from models._checks import as_float_array
+
+from ._intrinsic_metric import AbstractIntrinsicMetric, check_point
+from ._operator import function_operator
 
 
 def padded_svd(z: Float[Array, "n m"]):
@@ -47,9 +50,7 @@ def _operator(mv, z):
     # The structure of mv's output, so that input and output structures agree also where
     # JAX annotates values with a sharding (inside `jax.shard_map`).
     struct = jax.eval_shape(mv, jax.ShapeDtypeStruct(z.shape, z.dtype))
-    return lx.FunctionLinearOperator(
-        mv, struct, tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
-    )
+    return function_operator(mv, struct, (lx.symmetric_tag, lx.positive_semidefinite_tag))
 
 
 def spectral_operator(
@@ -75,7 +76,11 @@ class AbstractSpectralMetric(AbstractIntrinsicMetric):
     index of a singular value (a projector onto the top $r$ singular vectors), provided the
     divided differences across that split are given: they are then the projector's
     derivative, finite where the split has a gap.
+
+    `shape`, the $(n, m)$ of the level set's $Z$ (`None`: any), is checked on every call.
     """
+
+    shape: eqx.AbstractVar[tuple[int, int] | None]
 
     @abc.abstractmethod
     def spectral_factors(
@@ -93,8 +98,10 @@ class AbstractSpectralMetric(AbstractIntrinsicMetric):
         """
 
     def __call__(self, z: Float[Array, "n m"]) -> lx.FunctionLinearOperator:
+        z = as_float_array(z, "z")
         if z.ndim != 2:
-            raise ValueError(f"`z` must be a matrix, got shape {z.shape}.")
+            raise ValueError(f"`z` must be a matrix (2 dimensions), got shape {z.shape}.")
+        z = check_point(z, self.shape)
         return _operator(lambda x: _spectral_apply(self, z, x), z)
 
 

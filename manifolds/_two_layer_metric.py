@@ -5,8 +5,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from models import TwoLayerLinear
+from models._checks import as_float_array, check_positive_int
 
-from ._intrinsic_metric import check_domain, default_rtol, intrinsic_metric
+from ._intrinsic_metric import check_domain, check_matrix_shape, intrinsic_metric, metric_rtol
 from ._spectral import AbstractSpectralMetric
 
 
@@ -36,13 +37,17 @@ class TwoLayerLinearMetric(AbstractSpectralMetric):
 
     lam: Float[Array, ""]
     rank: int = eqx.field(static=True)
+    shape: tuple[int, int] | None = eqx.field(static=True)
 
-    def __init__(self, lam, rank: int):
-        r"""**Arguments:** `lam` $=\lambda$; `rank`, the inner width $r$."""
-        self.lam = jnp.asarray(lam)
-        if int(rank) < 1:
-            raise ValueError(f"`rank` must be a positive integer, got {rank}.")
-        self.rank = int(rank)
+    def __init__(self, lam, rank: int, shape: tuple[int, int] | None = None):
+        r"""**Arguments:** `lam` $=\lambda$; `rank`, the inner width $r$; `shape`, the
+        $(n, m)$ of $Z$ (`None`: not checked), as `intrinsic_metric` sets it."""
+        lam = as_float_array(lam, "lam")
+        if lam.ndim != 0:
+            raise ValueError(f"`lam` must be a scalar, got an array of shape {lam.shape}.")
+        self.lam = lam
+        self.rank = check_positive_int(rank, "rank")
+        self.shape = None if shape is None else check_matrix_shape(shape)
 
     def spectral_factors(self, s_left, s_right):
         r"""$K = A\,X + X\,B$: two terms, $(a, b) = (\alpha, 1)$ and $(1, \beta)$.
@@ -96,7 +101,7 @@ def _(model: TwoLayerLinear, *, rtol: float | None = None) -> TwoLayerLinearMetr
     # UᵀU − VᵀV, so a small initialization is held to the same relative standard.
     n, r, m = model.shape
     s = model.conservation_laws()
-    rtol = default_rtol(s.dtype) if rtol is None else rtol
+    rtol = metric_rtol(rtol, s.dtype)
     lam = jnp.trace(s) / r
     residual = jnp.linalg.norm(s - lam * jnp.eye(r, dtype=s.dtype))
     scale = jnp.sum(model.U**2) + jnp.sum(model.V**2)
@@ -133,4 +138,4 @@ def _(model: TwoLayerLinear, *, rtol: float | None = None) -> TwoLayerLinearMetr
                 f"sigma_1(Z) = {float(sigma[0]):.3e}."
             ),
         )
-    return TwoLayerLinearMetric(lam, r)
+    return TwoLayerLinearMetric(lam, r, (n, m))

@@ -36,7 +36,9 @@ def check_finite(x: jax.Array, name: str) -> jax.Array:
     """
     if isinstance(x, jax.core.Tracer):
         return eqx.error_if(
-            x, ~jnp.all(jnp.isfinite(x)), f"`{name}` must have finite entries (got NaN or inf)."
+            x,
+            ~jnp.all(jnp.isfinite(x)),
+            f"`{name}` must have finite entries (got non-finite values: NaN or inf).",
         )
     bad = ~np.isfinite(np.asarray(x))
     if bad.any():
@@ -86,19 +88,46 @@ def check_sequence(xs, name: str, min_len: int) -> tuple:
 
 def check_widths(widths, name: str = "widths", min_len: int = 2) -> tuple[int, ...]:
     """Validate a sequence of positive integer widths."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence | np.ndarray):
+        raise TypeError(f"`{name}` must be a list or tuple of positive integers, got {widths!r}.")
     widths = tuple(widths)
     if len(widths) < min_len:
         raise ValueError(
             f"`{name}` must list at least {min_len} widths (input, ..., output), got {widths}."
         )
     for w in widths:
-        if isinstance(w, bool) or int(w) != w or int(w) < 1:
+        if not _is_int(w) or int(w) < 1:
             raise ValueError(f"`{name}` must contain positive integers, got {widths}.")
     return tuple(int(w) for w in widths)
 
 
+def check_shape(shape, name: str = "shape") -> tuple[int, ...]:
+    """Validate an array shape: a tuple of non-negative integers."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise TypeError(f"`{name}` must be a tuple of non-negative integers, got {shape!r}.")
+    if not all(_is_int(s) and int(s) >= 0 for s in shape):
+        raise ValueError(f"`{name}` must be a tuple of non-negative integers, got {shape!r}.")
+    return tuple(int(s) for s in shape)
+
+
+def _is_int(x) -> bool:
+    # An integer-valued number (3, np.int64(3), 3.0, a concrete 0-d integer array); a
+    # bool is an int to Python but never a size.
+    if isinstance(x, bool | np.bool_ | str | bytes) or isinstance(x, jax.core.Tracer):
+        return False
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError):
+        return False
+    if arr.shape != () or arr.dtype == np.bool_:
+        return False
+    if np.issubdtype(arr.dtype, np.integer):
+        return True
+    return bool(np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr) and arr == int(arr))
+
+
 def check_positive_int(x, name: str) -> int:
-    if isinstance(x, bool) or int(x) != x or int(x) < 1:
+    if not _is_int(x) or int(x) < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {x!r}.")
     return int(x)
 
@@ -115,3 +144,63 @@ def broadcast_lams(lams, count: int, name: str = "lams") -> tuple:
             f"({count}), got {len(lams)} values."
         )
     return lams
+
+
+def check_key(key, name: str = "key"):
+    """Return `key` if it is a JAX PRNG key, else a `TypeError` naming `name`.
+
+    Both kinds are accepted: typed keys (`jax.random.key(seed)`) and legacy raw keys
+    (`jax.random.PRNGKey(seed)`, a `uint32` array of shape `(2,)`); traced keys too.
+    """
+    dtype = getattr(key, "dtype", None)
+    shape = getattr(key, "shape", None)
+    if isinstance(key, (jax.Array, np.ndarray)) and dtype is not None:
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+            return key
+        if dtype == jnp.uint32 and shape == (2,):
+            return key
+        got = f"an array of shape {tuple(shape)} and dtype {dtype}"
+    else:
+        got = f"{key!r} of type {type(key).__name__}"
+    raise TypeError(
+        f"`{name}` must be a single JAX PRNG key (e.g. `jax.random.key(0)`), got {got}."
+    )
+
+
+def check_tolerance(x, name: str, dtype, upper: float = 1.0) -> float:
+    r"""`x` as a Python float in $(\varepsilon, $ `upper`$)$, $\varepsilon$ of `dtype`.
+
+    A tolerance at or below machine epsilon cannot be met (and a rank cut at it is
+    noise); one at or above `upper` (1 for a relative tolerance) accepts anything.
+    `TypeError` for a non-number, `ValueError` for a value outside the interval.
+    """
+    eps = float(jnp.finfo(dtype).eps)
+    interval = f"(eps, {upper:g}) = ({eps:.3g}, {upper:g}) for {jnp.dtype(dtype).name}"
+    if isinstance(x, jax.core.Tracer):
+        raise TypeError(f"`{name}` must be a concrete number (not traced), got {x}.")
+    if isinstance(x, (bool, np.bool_, str, bytes)) or not _is_real_scalar(x):
+        raise TypeError(f"`{name}` must be a real number in {interval}, got {x!r}.")
+    value = float(np.asarray(x))
+    if not (np.isfinite(value) and eps < value < upper):
+        raise ValueError(f"`{name}` must be positive and lie in {interval}, got {value!r}.")
+    return value
+
+
+def _is_real_scalar(x) -> bool:
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError):
+        return False
+    return arr.shape == () and (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    )
+
+
+def check_scale(scale, name: str = "scale") -> jax.Array:
+    """A finite real scalar (concrete or traced) in the default float dtype."""
+    scale = check_scalar(scale, name, jnp.result_type(float))
+    return check_value(
+        scale,
+        lambda v: ~jnp.isfinite(v),
+        lambda v: f"`{name}` must be a finite number, got non-finite {v}.",
+    )

@@ -11,8 +11,10 @@ from ._checks import (
     as_float_array,
     broadcast_lams,
     check_finite,
+    check_key,
     check_positive_int,
     check_scalar,
+    check_scale,
     check_sequence,
     check_widths,
 )
@@ -79,7 +81,8 @@ class DeepLinear(AbstractFactorization):
         r"""Gaussian weights with fan-in scaling: entries of $W_j$ have standard deviation
         `scale`$/\sqrt{n_{j-1}}$."""
         widths = check_widths(widths, min_len=3)
-        keys = jax.random.split(key, len(widths) - 1)
+        scale = check_scale(scale)
+        keys = jax.random.split(check_key(key), len(widths) - 1)
         return cls(
             [
                 scale * jax.random.normal(k, (widths[j + 1], widths[j])) / jnp.sqrt(widths[j])
@@ -144,5 +147,6 @@ class DeepLinear(AbstractFactorization):
         dtype = jnp.result_type(float)
         lams = broadcast_lams(lams, len(widths) - 2)
         lams = jnp.stack([check_scalar(x, f"lams[{j}]", dtype) for j, x in enumerate(lams)])
-        ws = relaxed_balanced_chain(key, widths, lams, scale, dtype)
+        scale = check_scale(scale)
+        ws = relaxed_balanced_chain(check_key(key), widths, lams, scale, dtype)
         return cls(ws)

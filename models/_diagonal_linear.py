@@ -11,8 +11,11 @@ from ._checks import (
     as_float_array,
     broadcast_lams,
     check_finite,
+    check_key,
     check_positive_int,
+    check_scale,
     check_sequence,
+    check_shape,
 )
 from ._custom_types import Key
 from ._factorization import AbstractFactorization
@@ -70,8 +73,10 @@ class DiagonalLinear(AbstractFactorization):
         depth = check_positive_int(depth, "depth")
         if depth < 2:
             raise ValueError(f"`depth` must be at least 2, got {depth}.")
-        keys = jax.random.split(key, depth)
-        return cls([scale * jax.random.normal(k, tuple(shape)) for k in keys])
+        scale = check_scale(scale)
+        keys = jax.random.split(check_key(key), depth)
+        shape = check_shape(shape)
+        return cls([scale * jax.random.normal(k, shape) for k in keys])
 
     @classmethod
     def balanced(
@@ -103,7 +108,7 @@ class DiagonalLinear(AbstractFactorization):
         depth = check_positive_int(depth, "depth")
         if depth < 2:
             raise ValueError(f"`depth` must be at least 2, got {depth}.")
-        shape = tuple(shape)
+        shape = check_shape(shape)
         dtype = jnp.result_type(float)
         lams = broadcast_lams(lams, depth - 1)
         lam_arr = [
@@ -112,7 +117,8 @@ class DiagonalLinear(AbstractFactorization):
         levels = jnp.concatenate(
             [jnp.zeros((1, *shape), dtype), jnp.cumsum(jnp.stack(lam_arr), axis=0)]
         )
-        xkey, skey = jax.random.split(key)
+        scale = check_scale(scale)
+        xkey, skey = jax.random.split(check_key(key))
         draw = jax.random.uniform(xkey, shape, dtype, minval=0.5, maxval=2.0)
         x = jnp.maximum(0.0, jnp.max(-levels, axis=0)) + scale**2 * draw
         signs = jax.random.rademacher(skey, (depth, *shape), dtype)

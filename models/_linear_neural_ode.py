@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._checks import as_float_array, check_finite, check_positive_int
+from ._checks import as_float_array, check_finite, check_key, check_positive_int
 from ._custom_types import Key, RealScalarLike
 from ._depth_solve import (
     check_options,
@@ -271,7 +271,7 @@ class LinearNeuralODE(AbstractFactorization):
         `scale`$^2\|x\|^2$. A generic point: $H(s)$ is not a multiple of $I$."""
         n = check_positive_int(n, "n")
         degree = _check_degree(degree)
-        c = jax.random.normal(key, (degree + 1, n, n))
+        c = jax.random.normal(check_key(key), (degree + 1, n, n))
         return cls(scale * c / np.sqrt(n * (degree + 1)), **options)
 
     @classmethod
@@ -317,7 +317,7 @@ class LinearNeuralODE(AbstractFactorization):
         n = check_positive_int(n, "n")
         degree = _check_degree(degree)
         dtype = jnp.result_type(float)
-        ks, k0, k1 = jax.random.split(key, 3)
+        ks, k0, k1 = jax.random.split(check_key(key), 3)
 
         def skew(k):
             g = jax.random.normal(k, (n, n), dtype)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PyTree
 
-from ._checks import as_float_array, check_finite, check_sequence, check_widths
+from ._checks import as_float_array, check_finite, check_key, check_sequence, check_widths
 from ._custom_types import Key, RealScalarLike
 from ._factorization import AbstractFactorization
 
@@ -335,7 +335,7 @@ class ReLUNetwork(AbstractReLUNetwork):
         """
         widths = check_widths(widths, min_len=3)
         check_num_paths(_count_paths(widths, bias), max_paths, f"A ReLUNetwork of widths {widths}")
-        keys = jax.random.split(key, 2 * (len(widths) - 1))
+        keys = jax.random.split(check_key(key), 2 * (len(widths) - 1))
         std = [scale / math.sqrt(n) for n in widths[:-1]]
         weights = [
             std[k] * jax.random.normal(keys[2 * k], (widths[k + 1], widths[k]))

@@ -7,7 +7,7 @@ import numpy as np
 from jax.experimental import sparse
 from jaxtyping import Array, Bool, Float, PyTree
 
-from ._checks import as_float_array, check_finite
+from ._checks import as_float_array, check_finite, check_key
 from ._custom_types import Key, RealScalarLike
 from ._dag_paths import PathIndex, count_paths, path_index, validate_edges
 from ._relu import DEFAULT_MAX_PATHS, AbstractReLUNetwork, ReLUNetwork, check_num_paths
@@ -252,7 +252,7 @@ class ReLUDAG(AbstractReLUNetwork):
         check_num_paths(count_paths(*spec), max_paths, f"A ReLUDAG with {len(pairs)} edges")
         n_nodes = n_inputs + n_hidden + n_outputs
         fan_in = np.bincount([t for _, t in pairs], minlength=n_nodes).clip(min=1)
-        wkey, bkey = jax.random.split(key)
+        wkey, bkey = jax.random.split(check_key(key))
         std_w = scale / jnp.sqrt(jnp.asarray(fan_in[[t for _, t in pairs]], dtype=float))
         weights = std_w * jax.random.normal(wkey, (len(pairs),))
         biases = None

@@ -8,8 +8,10 @@ from ._balance import relaxed_balanced_chain
 from ._checks import (
     as_float_array,
     check_finite,
+    check_key,
     check_positive_int,
     check_scalar,
+    check_scale,
     check_value,
 )
 from ._custom_types import Key, RealScalarLike
@@ -69,7 +71,8 @@ class TwoLayerLinear(AbstractFactorization):
         r"""Gaussian weights, entries of standard deviation `scale`$/\sqrt{r}$ for $U$ and
         `scale`$/\sqrt{m}$ for $V$ (fan-in scaling)."""
         n, r, m = (check_positive_int(x, k) for x, k in ((n, "n"), (r, "r"), (m, "m")))
-        ku, kv = jax.random.split(key)
+        scale = check_scale(scale)
+        ku, kv = jax.random.split(check_key(key))
         return cls(
             scale * jax.random.normal(ku, (n, r)) / jnp.sqrt(r),
             scale * jax.random.normal(kv, (m, r)) / jnp.sqrt(m),
@@ -134,5 +137,6 @@ class TwoLayerLinear(AbstractFactorization):
                 ),
             )
         # The chain W_2 W_1 with W_1 = V^T (r x m) and W_2 = U (n x r).
-        w1, w2 = relaxed_balanced_chain(key, (m, r, n), lam[None], scale, dtype)
+        scale = check_scale(scale)
+        w1, w2 = relaxed_balanced_chain(check_key(key), (m, r, n), lam[None], scale, dtype)
         return cls(w2, w1.T)
