@@ -68,7 +68,10 @@ def _number(kind, *, low=None, high=None, open_low=False, open_high=False):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+            basic = "an integer" if kind is int else "a finite number"
+            raise argparse.ArgumentTypeError(
+                f"expected {basic}, got {text!r} (allowed: {what})"
+            ) from None
         bad = value != value or abs(value) == float("inf")
         if low is not None:
             bad = bad or value < low or (open_low and value == low)
