@@ -349,7 +349,7 @@ def _analyze(args, parser, config) -> int:
             if args.init == "random":
                 model = example.build_random(config)
             else:
-                model = example.build(config)[0]
+                model = example.build_model(config)  # no metric: analyze does not need K
             if not example.polynomial:
                 symbolic = False  # SymPy needs a polynomial lifting
         else:
