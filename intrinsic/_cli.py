@@ -153,7 +153,7 @@ CONSERVATION_NOTES = {
     "neural-ode": "H(s) is conserved by the function-space flow only; the Euclidean flow on "
     "the degree + 1 Legendre coefficients is its Galerkin approximation, so H(s) drifts by "
     "the truncation of the basis (largest at the ends of [0, 1], amplified by ∂s e_k = O(k²)): "
-    "about 2.7e-2 at the default degree 10, 2.4e-3 at --degree 12. Raise --degree to "
+    "about 2.7e-2 at the default degree 10, 4e-3 at --degree 12 (this command, t1 = 5). Raise --degree to "
     "shrink it; z = φ(θ) is much less sensitive (see the deviation).",
 }
 
