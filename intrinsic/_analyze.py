@@ -43,12 +43,23 @@ def load_factorization(spec: str, key) -> AbstractFactorization:
     return obj
 
 
-def analyze(model: AbstractFactorization, *, key, symbolic: bool | None = None) -> dict:
-    """Every verdict of `manifolds` on `model`, as a JSON-ready dict."""
+def analyze(
+    model: AbstractFactorization,
+    *,
+    key,
+    symbolic: bool | None = None,
+    max_depth: int | None = None,
+) -> dict:
+    """Every verdict of `manifolds` on `model`, as a JSON-ready dict.
+
+    The Lie algebra trace goes `max_depth` bracket levels at most (`None`: until a level
+    adds nothing). Recoverability and kernel inclusion use the complete laws, i.e. the
+    Lie algebra: when it is undecided, so are they (`None`, with the reason), rather
+    than recomputed without the bound."""
     phi, theta = manifolds.lifting_function(model)
     num_params = sum(int(np.size(x)) for x in jax.tree.leaves(theta))
     dim = sum(int(np.size(x)) for x in jax.tree.leaves(jax.eval_shape(phi, theta)))
-    trace = manifolds.lie_algebra_trace(model, key=key)
+    trace = manifolds.lie_algebra_trace(model, key=key, max_depth=max_depth)
     report = {
         "model": type(model).__name__,
         "num_parameters": num_params,
@@ -63,19 +74,24 @@ def analyze(model: AbstractFactorization, *, key, symbolic: bool | None = None) 
         "rank_tolerance": trace.tolerance,
         "singular_value_gap": trace.singular_value_gap,
     }
-    rec = manifolds.recoverability_test(model)
-    report["recoverability"] = {
-        "holds": rec.holds,
-        "kernel_dimension": rec.kernel_dimension,
-        "tolerance": rec.tolerance,
-    }
-    inc = manifolds.kernel_inclusion_test(model)
-    report["kernel_inclusion"] = {
-        "holds": inc.holds,
-        "residual": inc.residual,
-        "kernel_dimension": inc.kernel_dimension,
-        "tolerance": inc.tolerance,
-    }
+    if trace.converged:
+        rec = manifolds.recoverability_test(model, key=key)
+        report["recoverability"] = {
+            "holds": rec.holds,
+            "kernel_dimension": rec.kernel_dimension,
+            "tolerance": rec.tolerance,
+        }
+        inc = manifolds.kernel_inclusion_test(model, key=key)
+        report["kernel_inclusion"] = {
+            "holds": inc.holds,
+            "residual": inc.residual,
+            "kernel_dimension": inc.kernel_dimension,
+            "tolerance": inc.tolerance,
+        }
+    else:
+        undecided = {"holds": None, "kernel_dimension": None, "tolerance": trace.tolerance}
+        report["recoverability"] = dict(undecided)
+        report["kernel_inclusion"] = {**undecided, "residual": None}
     if symbolic is None:
         symbolic = num_params <= SYMBOLIC_MAX_PARAMETERS
     if symbolic:
@@ -98,18 +114,32 @@ def format_report(report: dict) -> str:
         + (f"; {report['lie_reason'].rstrip('.')}" if report["lie_reason"] else "")
         + f"; rank tolerance {report['rank_tolerance']:.1e}, singular-value gap "
         f"{report['singular_value_gap']:.1e})",
-        f"number of conservation laws: {report['num_conservation_laws']}",
+        "number of conservation laws: "
+        + (
+            str(report["num_conservation_laws"])
+            if report["num_conservation_laws"] is not None
+            else "undecided (at most "
+            f"{report['num_parameters'] - report['lie_dimensions_per_level'][-1]})"
+        ),
         f"Frobenius (Lie(W) = W): {verdict(report['frobenius'])}",
-        "recoverability (ker ∂φ ∩ ker ∂h = {0}): "
-        f"{verdict(report['recoverability']['holds'])} (kernel dimension "
-        f"{report['recoverability']['kernel_dimension']})",
-        "kernel inclusion (ker ∂φ ∩ ker ∂h ⊆ ker ∂M): "
-        f"{verdict(report['kernel_inclusion']['holds'])} (residual "
-        f"{report['kernel_inclusion']['residual']:.2e}, tolerance "
-        f"{report['kernel_inclusion']['tolerance']:.1e}, kernel dimension "
-        f"{report['kernel_inclusion']['kernel_dimension']})",
     ]
+    rec, inc = report["recoverability"], report["kernel_inclusion"]
+    if rec["holds"] is None:
+        lines.append(
+            "recoverability and kernel inclusion: undecided (they need the complete Lie "
+            "algebra, which is undecided)"
+        )
+    else:
+        lines += [
+            "recoverability (ker ∂φ ∩ ker ∂h = {0}): "
+            f"{verdict(rec['holds'])} (kernel dimension {rec['kernel_dimension']})",
+            "kernel inclusion (ker ∂φ ∩ ker ∂h ⊆ ker ∂M): "
+            f"{verdict(inc['holds'])} (residual {inc['residual']:.2e}, tolerance "
+            f"{inc['tolerance']:.1e}, kernel dimension {inc['kernel_dimension']})",
+        ]
     if "polynomial_laws_degree_2" in report:
         lines.append("polynomial conservation laws of degree ≤ 2 (a basis):")
         lines += [f"    {law}" for law in report["polynomial_laws_degree_2"]]
+    if report.get("note"):
+        lines.append(f"note: {report['note']}")
     return "\n".join(lines)

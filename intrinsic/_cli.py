@@ -9,8 +9,10 @@ import os
 import sys
 import time
 
+from . import _options
 from ._catalog import CATALOG, DEFAULT_EXAMPLE
-from ._options import config_of, make_parser
+from ._options import check_out, config_of, make_parser, parse_param, sweep_mode, tolerances
+from ._report import json_ready, number, write_json
 
 
 def _run(args, parser, config) -> int:
@@ -25,14 +27,16 @@ def _run(args, parser, config) -> int:
 
     example = EXAMPLES[args.example]
     try:
-        model, loss, K = example.build(config)
+        # Drawn in float64 and cast: one seed, one problem, at either precision.
+        model, loss, K = example.build(config, precision=args.precision)
     except ValueError as e:
         parser.exit(2, f"intrinsic run: error: {e}\n")
+    rtol, atol = args.tolerances
     ts = jnp.linspace(0.0, config["t1"], args.num_times)
     show = sys.stderr.isatty() and not args.no_progress
     options = dict(
         saveat=SaveAt(ts=ts),
-        stepsize_controller=dfx.PIDController(rtol=args.rtol, atol=args.atol),
+        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
         max_steps=args.max_steps,
         progress_meter=dfx.TqdmProgressMeter() if show else dfx.NoProgressMeter(),
         throw=False,
@@ -47,17 +51,22 @@ def _run(args, parser, config) -> int:
     failed = [(name, s.message) for name, s in (("euclidean", euc), ("intrinsic", intr))]
     failed = [(name, msg) for name, msg in failed if msg]
     deviation = np.asarray(relative_deviation(euc, intr))
-    drift = np.maximum.accumulate(
-        np.max(
-            np.stack(
-                [
-                    np.abs(np.asarray(h) - np.asarray(h[:1])).reshape(len(ts), -1).max(axis=1)
-                    for h in jax.tree.leaves(euc.conserved)
-                ]
-            ),
-            axis=0,
+    with np.errstate(invalid="ignore"):
+        drift = np.fmax.accumulate(
+            np.max(
+                np.stack(
+                    [
+                        np.abs(np.asarray(h) - np.asarray(h[:1])).reshape(len(ts), -1).max(axis=1)
+                        for h in jax.tree.leaves(euc.conserved)
+                    ]
+                ),
+                axis=0,
+            )
         )
-    )
+    series = [np.asarray(euc.losses), np.asarray(intr.losses), deviation, drift]
+    if not failed and not all(np.isfinite(x).all() for x in series):
+        failed = [("run", "a loss, the deviation or a conservation law is not finite")]
+    status = "failed" if failed else "ok"
     num_params = sum(
         x.size for x in jax.tree.leaves(model) if jnp.issubdtype(x.dtype, jnp.floating)
     )
@@ -66,24 +75,29 @@ def _run(args, parser, config) -> int:
     print(
         "config: "
         + ", ".join(f"{k}={v}" for k, v in config.items())
-        + f" | D = {num_params} parameters, d = {dim} lifted coordinates"
+        + f" | D = {num_params} parameters, d = {dim} lifted coordinates, float"
+        f"{args.precision}, rtol={rtol:g}, atol={atol:g}"
     )
     header = f"{'t':>9} {'loss (θ flow)':>15} {'loss (z flow)':>15} {'rel. deviation':>15} {'cons. drift':>12}"
     print(header)
     print("-" * len(header))
     for i, t in enumerate(np.asarray(ts)):
         print(
-            f"{t:9.3f} {float(euc.losses[i]):15.6e} {float(intr.losses[i]):15.6e} "
-            f"{deviation[i]:15.3e} {drift[i]:12.3e}"
+            f"{t:9.3f} {number(float(euc.losses[i]), '.6e', 15)} "
+            f"{number(float(intr.losses[i]), '.6e', 15)} "
+            f"{number(float(deviation[i]), '.3e', 15)} {number(float(drift[i]), '.3e', 12)}"
         )
+    note = CONSERVATION_NOTES.get(example.name)
     report = {
         "example": example.name,
+        "status": status,
+        "failures": dict(failed),
         "config": config,
         "num_parameters": int(num_params),
         "lifted_dimension": dim,
         "precision": args.precision,
-        "rtol": args.rtol,
-        "atol": args.atol,
+        "rtol": rtol,
+        "atol": atol,
         "ts": np.asarray(ts).tolist(),
         "euclidean_losses": np.asarray(euc.losses).tolist(),
         "intrinsic_losses": np.asarray(intr.losses).tolist(),
@@ -91,11 +105,11 @@ def _run(args, parser, config) -> int:
         "conservation_drift": drift.tolist(),
         "max_relative_deviation": float(np.max(deviation)),
         "max_conservation_drift": float(drift[-1]),
+        "conservation_note": note,
         "euclidean_steps": int(euc.stats["num_steps"]),
         "intrinsic_steps": int(intr.stats["num_steps"]),
         "euclidean_seconds": euc_time,
         "intrinsic_seconds": intr_time,
-        "failures": dict(failed),
         "euclidean_event_times": None
         if euc.event_times is None
         else np.asarray(euc.event_times).tolist(),
@@ -103,18 +117,18 @@ def _run(args, parser, config) -> int:
         if intr.event_times is None
         else np.asarray(intr.event_times).tolist(),
     }
-    os.makedirs(args.out, exist_ok=True)
     report_path = os.path.join(args.out, "report.json")
-    with open(report_path, "w") as fh:
-        json.dump(report, fh, indent=2)
+    write_json(report_path, report)
     figure_path = os.path.join(args.out, "flows.png")
     _plot(np.asarray(ts), report, figure_path)
     print(
-        f"max relative deviation {report['max_relative_deviation']:.3e}, max conservation "
-        f"drift {report['max_conservation_drift']:.3e}; Euclidean flow {euc_time:.2f} s "
-        f"({report['euclidean_steps']} steps), intrinsic flow {intr_time:.2f} s "
-        f"({report['intrinsic_steps']} steps)"
+        f"max relative deviation {number(report['max_relative_deviation'], '.3e', 0)}, max "
+        f"conservation drift {number(report['max_conservation_drift'], '.3e', 0)}; Euclidean "
+        f"flow {euc_time:.2f} s ({report['euclidean_steps']} steps), intrinsic flow "
+        f"{intr_time:.2f} s ({report['intrinsic_steps']} steps)"
     )
+    if note:
+        print(f"note: {note}")
     if euc.event_times is not None:
         print(
             "pattern changes (activation or weight sign) at t = "
@@ -123,10 +137,25 @@ def _run(args, parser, config) -> int:
             + (", ".join(f"{t:.4f}" for t in report["intrinsic_event_times"]) or "none")
             + " (z flow)"
         )
+    print(f"status: {'FAILED (' + _failure_text(failed) + ')' if failed else 'ok'}")
     print(f"wrote {report_path} and {figure_path}")
     for name, msg in failed:
         print(f"error: the {name} flow failed: {msg}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _failure_text(failed) -> str:
+    return "; ".join(f"{name} flow: {msg.rstrip('.')}" for name, msg in failed)
+
+
+# Why a conservation law drifts along the Euclidean flow although the flows agree.
+CONSERVATION_NOTES = {
+    "neural-ode": "H(s) is conserved by the function-space flow only; the Euclidean flow on "
+    "the degree + 1 Legendre coefficients is its Galerkin approximation, so H(s) drifts by "
+    "the truncation of the basis (largest at the ends of [0, 1], amplified by ∂s e_k = O(k²)): "
+    "about 2.7e-2 at the default degree 10, 4e-3 at --degree 12 (this command, t1 = 5). Raise --degree to "
+    "shrink it; z = φ(θ) is much less sensitive (see the deviation).",
+}
 
 
 def _plot(ts, report, path):
@@ -136,21 +165,54 @@ def _plot(ts, report, path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    ax1.semilogy(ts, report["euclidean_losses"], "o-", label="Euclidean flow on θ")
-    ax1.semilogy(ts, report["intrinsic_losses"], "x--", label="intrinsic flow on z")
-    ax1.set(xlabel="t", ylabel="loss f(z(t))", title="Training loss")
-    ax1.legend()
-    # Both curves are exactly 0 at t0 by construction: plot from the first step on.
-    floor = np.finfo(float).tiny
-    for key, style, label in (
-        ("relative_deviation", "o-", "‖φ(θ(t)) − z(t)‖ / max‖z‖"),
-        ("conservation_drift", "s-", "max |h(θ(t)) − h(θ₀)|"),
-    ):
-        ax2.semilogy(ts[1:], np.maximum(report[key][1:], floor), style, label=label)
-    ax2.set(xlabel="t", title="Agreement and conservation")
-    ax2.legend()
-    fig.suptitle(f"intrinsic run {report['example']}")
+    def values(key):
+        return np.array([np.nan if v is None else v for v in report[key]], dtype=float)
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
+    panels = (
+        (
+            axes[0],
+            (
+                ("euclidean_losses", "o-", "Euclidean flow on θ"),
+                ("intrinsic_losses", "x--", "intrinsic flow on z"),
+            ),
+            "loss f(z(t))",
+            "Training loss",
+            0,
+        ),
+        # Both are exactly 0 at t0 by construction: plotted from the first step on.
+        (
+            axes[1],
+            (("relative_deviation", "o-", None),),
+            "‖φ(θ(t)) − z(t)‖ / max‖z‖",
+            "Agreement of the flows",
+            1,
+        ),
+        (
+            axes[2],
+            (("conservation_drift", "s-", None),),
+            "max |h(θ(t)) − h(θ₀)|",
+            "Conservation",
+            1,
+        ),
+    )
+    for ax, curves, ylabel, title, first in panels:
+        drawn = False
+        for key, style, label in curves:
+            y = values(key)[first:]
+            keep = np.isfinite(y) & (y > 0)
+            if keep.any():
+                ax.semilogy(ts[first:][keep], y[keep], style, label=label)
+                drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "no finite positive values", ha="center", transform=ax.transAxes)
+        ax.set(xlabel="t", ylabel=ylabel, title=title, xlim=(ts[0], ts[-1]))
+        if drawn and curves[0][2]:
+            ax.legend()
+    title = f"intrinsic run {report['example']} (float{report['precision']})"
+    if report["status"] != "ok":
+        title += " — FAILED: " + _failure_text(report["failures"].items())
+    fig.suptitle(title, color="C3" if report["status"] != "ok" else "black", wrap=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -170,12 +232,29 @@ def main(argv=None) -> int:
 
         request_devices(args.devices)  # before JAX starts its backend
     config = None
-    if args.command in ("run", "sweep", "analyze") and args.example in CATALOG:
-        # Options that do not fit the example are argument errors: reported before JAX loads.
-        try:
+    try:
+        # Every check that needs no JAX, before JAX loads and before any work: an argument
+        # error exits with status 2 and one line naming the option.
+        if args.command in ("run", "sweep", "analyze") and args.example in CATALOG:
             config = config_of(args, CATALOG[args.example])
-        except ValueError as e:
-            parser.exit(2, f"intrinsic {args.command}: error: {e}\n")
+        if args.command == "run":
+            args.tolerances = tolerances(args)
+        if args.command == "sweep":
+            args.param_name, args.param_values = parse_param(args.param)
+            args.sweep_mode = sweep_mode(
+                CATALOG[args.example], config, args.param_name, args.param_values
+            )
+            if args.sweep_mode == "loop" and args.devices is not None:
+                raise ValueError(
+                    f"--devices: sweeping {args.param_name} of {args.example!r} integrates "
+                    "one member after another, not an ensemble to shard"
+                )
+        if args.command == "analyze":
+            args.max_depth = _analyze_depth(args, config)
+        if args.command in ("run", "sweep", "reproduce"):
+            check_out(args.out)
+    except ValueError as e:
+        parser.exit(2, f"intrinsic {args.command}: error: {e}\n")
     # The command, not the library, chooses the precision, and only for its own duration
     # (no global state left behind when `main` is called from Python).
     with _precision(args.precision if args.command == "run" else 64):
@@ -202,16 +281,17 @@ def _precision(bits: int):
 
 def _sweep(args, parser, config) -> int:
     from ._examples import EXAMPLES
-    from ._sweep import format_sweep, parse_param, sweep
+    from ._sweep import format_sweep, sweep
 
     example = EXAMPLES[args.example]
+    name, values = args.param_name, args.param_values
     try:
-        name, values = parse_param(args.param)
         report = sweep(
             example,
             config,
             name,
             values,
+            mode=args.sweep_mode,
             devices=args.devices,
             out=args.out,
             chunks=args.chunks,
@@ -219,13 +299,40 @@ def _sweep(args, parser, config) -> int:
         )
     except ValueError as e:
         parser.exit(2, f"intrinsic sweep: error: {e}\n")
-    print(f"intrinsic sweep {example.name} over {name} ({len(values)} values)")
+    how = (
+        "one vmapped ensemble"
+        if args.sweep_mode == "ensemble"
+        else f"one flow per member: {name} changes the data or the time span"
+    )
+    print(f"intrinsic sweep {example.name} over {name} ({len(values)} values, {how})")
     print(format_sweep(report))
     failed = [r for r in report["rows"] if not r["succeeded"]]
+    print(f"status: {report['status']}")
     print(f"wrote {os.path.join(args.out, 'sweep.json')} and {os.path.join(args.out, 'sweep.png')}")
     if failed:
         print(f"error: {len(failed)} flow(s) failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _analyze_depth(args, config) -> int | None:
+    """The bracket levels of `analyze`: `--max-depth`, capped for the neural ODE, whose
+    levels differentiate through the depth solve (unbounded, they ran out of memory)."""
+    if args.example != "neural-ode":
+        return args.max_depth
+    cap = _options.NEURAL_ODE_MAX_DEPTH
+    if args.max_depth is not None and args.max_depth > cap:
+        raise ValueError(
+            f"--max-depth {args.max_depth}: at most {cap} for neural-ode (each bracket level "
+            "nests derivatives of the depth solve; its program grows about 3x per level)"
+        )
+    size = (config["degree"] + 1) * config["n"] ** 2
+    if size > _options.NEURAL_ODE_MAX_PARAMETERS:
+        raise ValueError(
+            f"neural-ode with n={config['n']}, degree={config['degree']} has D = {size} "
+            f"parameters; analyze allows at most {_options.NEURAL_ODE_MAX_PARAMETERS} for it "
+            "(its brackets differentiate through the depth solve)"
+        )
+    return _options.NEURAL_ODE_DEPTH if args.max_depth is None else args.max_depth
 
 
 def _analyze(args, parser, config) -> int:
@@ -235,24 +342,30 @@ def _analyze(args, parser, config) -> int:
     from ._examples import EXAMPLES
 
     key = jax.random.key(args.seed)
+    symbolic = False if args.no_symbolic else None
     try:
         if args.example in EXAMPLES:
             example = EXAMPLES[args.example]
             if args.init == "random":
                 model = example.build_random(config)
             else:
-                model = example.build(config)[0]
+                model = example.build_model(config)  # no metric: analyze does not need K
+            if not example.polynomial:
+                symbolic = False  # SymPy needs a polynomial lifting
         else:
             model = load_factorization(args.example, key)
+        report = analyze(model, key=key, symbolic=symbolic, max_depth=args.max_depth)
     except ValueError as e:
         parser.exit(2, f"intrinsic analyze: error: {e}\n")
-    report = analyze(model, key=key, symbolic=False if args.no_symbolic else None)
+    if args.example == "neural-ode":
+        report["note"] = (
+            f"neural-ode: bracket levels capped at {args.max_depth} (--max-depth, at most "
+            f"{_options.NEURAL_ODE_MAX_DEPTH}): each level differentiates through the depth "
+            "solve, so the count of conservation laws is usually undecided; the laws H(s) "
+            "of the function-space model are listed by models.LinearNeuralODE.conservation_laws"
+        )
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(json_ready(report), indent=2, allow_nan=False))
     else:
         print(format_report(report))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable
 
 import diffrax as dfx
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -15,6 +16,7 @@ import models
 from flows import OutputLoss
 
 from ._catalog import CATALOG, DEFAULT_EXAMPLE as DEFAULT_EXAMPLE
+from ._cli import _precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +38,53 @@ class Example:
     build_loss: Callable
     build_random: Callable
     values: frozenset[str] = frozenset()
+    data: frozenset[str] = frozenset()
+    polynomial: bool = True
+    cast_model: Callable | None = None
 
-    def build(self, config: dict):
-        model = self.build_model(config)
-        return model, self.build_loss(config), manifolds.intrinsic_metric(model)
+    def build(self, config: dict, precision: int | None = None):
+        """`(model, loss, K)`; with `precision` (32 or 64), drawn in float64 and cast, so
+        that one seed gives the same problem at either precision."""
+        if precision is None:
+            model, loss = self.build_model(config), self.build_loss(config)
+        else:
+            with _precision(64):
+                model, loss = self.build_model(config), self.build_loss(config)
+                model, loss = jax.device_get((model, loss))  # NumPy float64 leaves
+            dtype = jnp.float64 if precision == 64 else jnp.float32
+            model = (self.cast_model or _cast)(model, dtype)
+            loss = _cast(loss, dtype)
+        return model, loss, manifolds.intrinsic_metric(model)
+
+
+def _cast(tree, dtype):
+    def cast(x):
+        if not eqx.is_array(x):
+            return x
+        return jnp.asarray(x, dtype if jnp.issubdtype(x.dtype, jnp.floating) else None)
+
+    return jax.tree.map(cast, tree)
+
+
+class _Regression(eqx.Module):
+    r"""$f(Z) = \frac{1}{2N}\|ZX - Y\|_F^2$: the data are array fields (a new dataset of the
+    same shapes is a new value, and recompiles nothing; casting it casts the data)."""
+
+    X: jax.Array
+    Y: jax.Array
+
+    def __call__(self, z, args=None):
+        return 0.5 * jnp.mean(jnp.sum((z @ self.X - self.Y) ** 2, axis=0))
+
+
+class _VectorRegression(eqx.Module):
+    r"""$f(z) = \frac{1}{2N}\|Xz - y\|^2$."""
+
+    X: jax.Array
+    y: jax.Array
+
+    def __call__(self, z, args=None):
+        return 0.5 * jnp.mean((self.X @ z - self.y) ** 2)
 
 
 def _regression(key, n_out, n_in, rank, num_samples=20):
@@ -48,12 +93,7 @@ def _regression(key, n_out, n_in, rank, num_samples=20):
     target = jax.random.normal(ka, (n_out, rank)) @ jax.random.normal(kb, (rank, n_in))
     target = target / jnp.sqrt(rank)
     X = jax.random.normal(kx, (n_in, num_samples))
-    Y = target @ X
-
-    def loss(z, args=None):
-        return 0.5 * jnp.mean(jnp.sum((z @ X - Y) ** 2, axis=0))
-
-    return loss
+    return _Regression(X, target @ X)
 
 
 def _key(c):
@@ -76,12 +116,7 @@ def _diagonal_loss(c):
     num_samples = max(1, c["n"] // 2)
     X = jax.random.normal(kx, (num_samples, c["n"]))
     target = jnp.zeros(c["n"]).at[:2].set(jax.random.normal(kdata, (2,))[: c["n"]])
-    y = X @ target
-
-    def loss(z, args=None):
-        return 0.5 * jnp.mean((X @ z - y) ** 2)
-
-    return loss
+    return _VectorRegression(X, X @ target)
 
 
 def _two_layer_model(c):
@@ -115,17 +150,17 @@ def _neural_ode_model(c):
     )
 
 
+def _neural_ode_cast(model, dtype):
+    # Rebuilt, not cast: the depth-solve tolerances are static and follow the dtype.
+    return models.LinearNeuralODE(
+        jnp.asarray(model.coeffs, dtype), adjoint=dfx.DirectAdjoint(), max_steps=256
+    )
+
+
 def _relu_network(key, c):
+    # The widths and skips were checked with the options (`_options._check_relu`).
     widths = tuple(c["widths"])
-    if len(widths) < 3:
-        raise ValueError(f"--widths needs at least one hidden layer, got {widths}")
     if c["skip"]:
-        for i, j in c["skip"]:
-            if not 0 <= i < j - 1 < len(widths) - 1:
-                raise ValueError(
-                    f"--skip {i}:{j}: need 0 <= i and i + 1 < j <= {len(widths) - 1} (layers "
-                    f"are numbered 0 = inputs to {len(widths) - 1} = outputs)"
-                )
         return models.layered_dag(key, widths, c["skip"], bias=c["bias"], scale=c["scale"])
     return models.ReLUNetwork.random(key, widths, bias=c["bias"], scale=c["scale"])
 
@@ -143,37 +178,40 @@ def _relu_loss(c):
     return OutputLoss(X, jax.vmap(teacher)(X))
 
 
-# λ and the scale flow through the linear constructors as values. For the ReLU example
-# nothing is a value of the student alone: the scale also sets the teacher (the data).
-_LINEAR_VALUES = frozenset({"lam", "scale"})
+# Which parameters are values, which change the data: in `_catalog` (read before JAX loads).
 _BUILDERS = {
     "diagonal": (
         _diagonal_model,
         _diagonal_loss,
         lambda c: models.DiagonalLinear.random(_key(c), (c["n"],), c["depth"]),
-        _LINEAR_VALUES,
     ),
     "two-layer-linear": (
         _two_layer_model,
         _two_layer_loss,
         lambda c: models.TwoLayerLinear.random(_key(c), c["n"], c["r"], c["m"]),
-        _LINEAR_VALUES,
     ),
     "deep-linear": (
         _deep_model,
         _square_regression_loss,
         lambda c: models.DeepLinear.random(_key(c), (c["n"],) * (c["depth"] + 1)),
-        _LINEAR_VALUES,
     ),
     "neural-ode": (
         _neural_ode_model,
         _square_regression_loss,
         lambda c: models.LinearNeuralODE.random(_key(c), c["n"], c["degree"]),
-        _LINEAR_VALUES,
     ),
-    "relu": (_relu_model, _relu_loss, lambda c: _relu_network(_key(c), c), frozenset()),
+    "relu": (_relu_model, _relu_loss, lambda c: _relu_network(_key(c), c)),
 }
 EXAMPLES = {
-    name: Example(spec.name, spec.description, spec.defaults, *_BUILDERS[name])
+    name: Example(
+        spec.name,
+        spec.description,
+        spec.defaults,
+        *_BUILDERS[name],
+        values=spec.values,
+        data=spec.data,
+        polynomial=spec.polynomial,
+        cast_model=_neural_ode_cast if name == "neural-ode" else None,
+    )
     for name, spec in CATALOG.items()
 }

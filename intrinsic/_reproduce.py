@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ._report import json_ready
+
 # ---------------------------------------------------------------------------------------
 # Checks: how a measured quantity is judged. `expected` may depend on the configuration.
 
@@ -236,7 +238,7 @@ def reproduce(quick: bool, out: str, claims: tuple[Claim, ...] | None = None) ->
     }
     json_path, figure_path = os.path.join(out, "claims.json"), os.path.join(out, "claims.png")
     with open(json_path, "w") as fh:
-        json.dump(report, fh, indent=2, ensure_ascii=False)
+        json.dump(json_ready(report), fh, indent=2, ensure_ascii=False, allow_nan=False)
     _plot(rows, figure_path)
     print(
         f"{report['passed']} of {len(rows)} checks pass in {seconds:.1f} s; wrote {json_path} "

@@ -1,28 +1,17 @@
 """`intrinsic sweep`: one example, one parameter swept, all flows as one ensemble."""
 
-import json
 import os
 
 import numpy as np
 
+from . import _options
+from ._report import number, write_json
+
 
 def parse_param(spec: str) -> tuple[str, np.ndarray]:
-    """`name=start:stop:num` → (name, `numpy.linspace(start, stop, num)`)."""
-    name, sep, rng = spec.partition("=")
-    parts = rng.split(":")
-    if not sep or not name or len(parts) != 3:
-        raise ValueError(
-            f"--param must look like name=start:stop:num (e.g. lam=-1:1:101), got {spec!r}"
-        )
-    try:
-        start, stop, num = float(parts[0]), float(parts[1]), int(parts[2])
-    except ValueError:
-        raise ValueError(
-            f"--param {spec!r}: start and stop must be numbers, num an integer"
-        ) from None
-    if num < 1 or not np.isfinite([start, stop]).all():
-        raise ValueError(f"--param {spec!r}: need finite start, stop and num >= 1")
-    return name, np.linspace(start, stop, num)
+    """`name=start:stop:num` → (name, the values as in `numpy.linspace(start, stop, num)`)."""
+    name, values = _options.parse_param(spec)
+    return name, np.asarray(values)
 
 
 def request_devices(num: int | None) -> None:
@@ -40,6 +29,8 @@ def request_devices(num: int | None) -> None:
 def _end_state(z, rtol=1e-6):
     """Summaries of a final z: numerical rank, nuclear norm, fraction of tiny entries."""
     z = np.asarray(z)
+    if not np.all(np.isfinite(z)):
+        return {"rank": None, "nuclear_norm": None, "sparsity": None}
     sigma = np.linalg.svd(z.reshape(z.shape[0], -1) if z.ndim > 1 else z[None], compute_uv=False)
     top = sigma[0] if sigma.size and sigma[0] > 0 else 1.0
     return {
@@ -49,37 +40,129 @@ def _end_state(z, rtol=1e-6):
     }
 
 
+def _row(name, value, sol, b=None):
+    """One member's summary; `b` indexes a batched solution."""
+    import jax
+
+    pick = (lambda x: x) if b is None else (lambda x: x[b])
+    z_end = jax.tree.map(lambda x: pick(x)[-1], sol.zs)
+    laws = [np.asarray(pick(h)) for h in jax.tree.leaves(sol.conserved)]
+    with np.errstate(invalid="ignore"):
+        drift = max((float(np.max(np.abs(h - h[:1]))) for h in laws), default=0.0)
+    losses = np.asarray(pick(sol.losses))
+    return {
+        name: float(value),
+        "final_loss": float(losses[-1]),
+        "initial_loss": float(losses[0]),
+        "succeeded": bool(pick(sol.succeeded)) and bool(np.isfinite(losses).all()),
+        "steps": int(pick(sol.stats["num_steps"])),
+        "conservation_drift": drift,
+        **_end_state(jax.tree.leaves(z_end)[0]),
+    }
+
+
 def sweep(
-    example, config: dict, name: str, values, *, devices, out: str, chunks: int, progress: bool
+    example,
+    config: dict,
+    name: str,
+    values,
+    *,
+    mode: str,
+    devices,
+    out: str,
+    chunks: int,
+    progress: bool,
 ) -> dict:
-    """Build `example` at each value of `config[name]`, integrate every Euclidean flow
-    as one ensemble (sharded over `devices` when given), and summarise the end states."""
+    """Build `example` at each value of `config[name]`, integrate the Euclidean flows, and
+    summarise the end states.
+
+    `mode` (from `_options.sweep_mode`): `"ensemble"` for a value of the constructor (λ,
+    the scale of a linear example), all members from one vmap and one
+    `flows.euclidean_ensemble` (sharded over `devices` when given); `"loop"` for a
+    parameter that changes the loss or the time span (the seed, t1, the ReLU example's
+    scale), or any ReLU member (activation events do not run under vmap): each member
+    with its own model, loss and t1, one `flows.euclidean_flow` after another (the
+    losses are Modules, so the compiled flow is reused)."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(values), desc="flows", unit="flow")
+    if mode == "ensemble":
+        rows = _ensemble_rows(example, config, name, values, devices, chunks, bar)
+    else:
+        rows = _loop_rows(example, config, name, values, bar)
+    if bar is not None:
+        bar.close()
+    failed = sum(not r["succeeded"] for r in rows)
+    report = {
+        "example": example.name,
+        "status": "ok" if not failed else f"failed ({failed} of {len(rows)} members)",
+        "config": {k: v for k, v in config.items() if k != name},
+        "param": name,
+        "mode": mode,
+        "devices": devices,
+        "rows": rows,
+    }
+    write_json(os.path.join(out, "sweep.json"), report)
+    _plot(report, os.path.join(out, "sweep.png"))
+    return report
+
+
+def _options_of(t1):
     import diffrax as dfx
+    import jax.numpy as jnp
+
+    from flows import SaveAt
+
+    return dict(
+        saveat=SaveAt(ts=jnp.linspace(0.0, t1, 21)),
+        stepsize_controller=dfx.PIDController(rtol=1e-8, atol=1e-8),
+    )
+
+
+def _cast(config, name, v):
+    return int(v) if isinstance(config[name], int) else float(v)
+
+
+def _loop_rows(example, config, name, values, bar):
+    from flows import euclidean_flow
+
+    rows = []
+    for v in values:
+        member = {**config, name: _cast(config, name, v)}
+        model, loss = example.build_model(member), example.build_loss(member)
+        sol = euclidean_flow(
+            model, loss, 0.0, member["t1"], throw=False, **_options_of(member["t1"])
+        )
+        rows.append(_row(name, v, sol))
+        if bar is not None:
+            bar.update(1)
+    return rows
+
+
+def _ensemble_rows(example, config, name, values, devices, chunks, bar):
     import equinox as eqx
     import jax
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    from flows import SaveAt, euclidean_ensemble, stack
+    from flows import euclidean_ensemble
 
-    if name not in config:
-        raise ValueError(
-            f"--param {name}: example {example.name!r} has no parameter {name!r}; it has "
-            + ", ".join(sorted(k for k in config if k != "seed"))
-        )
-    cast = type(config[name])
-    if name in example.values:
+    try:
         # λ and the scale are values of the constructor: every member from one vmapped
         # build (the seed, hence the key, is the same for all).
         batch = eqx.filter_vmap(lambda v: example.build_model({**config, name: v}))(
             jnp.asarray(values, jnp.result_type(float))
         )
-    else:
-        # A static parameter (a width, a depth, a flag), or the ReLU example's scale,
-        # which also sets its teacher: the members are built one by one.
-        batch = stack([example.build_model({**config, name: cast(v)}) for v in values])
-    # Same seed, same data: one loss for all (built at the first value).
-    loss = example.build_loss({**config, name: cast(values[0])})
+    except Exception:
+        # Under vmap a value check is an eqx.error_if, whose message names no value: find
+        # the first member that the eager constructor refuses, and report it.
+        for v in values:
+            example.build_model({**config, name: float(v)})  # raises ValueError
+        raise
+    # Same seed, same data: one loss for all (λ and the scale do not enter the data).
+    loss = example.build_loss(config)
     arrays, static = eqx.partition(batch, eqx.is_array)
     num_members = len(values)
     sharding = None
@@ -94,64 +177,19 @@ def sweep(
         mesh = Mesh(np.array(available[:devices]), ("batch",))
         sharding = NamedSharding(mesh, PartitionSpec("batch"))
     t1 = config["t1"]
-    ts = jnp.linspace(0.0, t1, 21)
     step = -(-num_members // max(1, chunks))
     if devices is not None:  # whole multiples of the mesh: no padding inside a chunk
         step = -(-step // devices) * devices
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=num_members, desc="flows", unit="flow")
-    solutions = []
+    rows = []
     for lo in range(0, num_members, step):
         chunk = eqx.combine(jax.tree.map(lambda x, lo=lo: x[lo : lo + step], arrays), static)
-        sol = euclidean_ensemble(
-            chunk,
-            loss,
-            0.0,
-            t1,
-            saveat=SaveAt(ts=ts),
-            stepsize_controller=dfx.PIDController(rtol=1e-8, atol=1e-8),
-            sharding=sharding,
+        sol = jax.device_get(
+            euclidean_ensemble(chunk, loss, 0.0, t1, sharding=sharding, **_options_of(t1))
         )
-        solutions.append(jax.device_get(sol))
+        rows += [_row(name, values[lo + b], sol, b) for b in range(sol.losses.shape[0])]
         if bar is not None:
             bar.update(min(step, num_members - lo))
-    if bar is not None:
-        bar.close()
-    rows = []
-    for sol in solutions:
-        for b in range(sol.losses.shape[0]):
-            z_end = jax.tree.map(lambda x, b=b: x[b, -1], sol.zs)
-            drift = (
-                max(float(np.max(np.abs(h[b] - h[b, :1]))) for h in jax.tree.leaves(sol.conserved))
-                if jax.tree.leaves(sol.conserved)
-                else 0.0
-            )
-            rows.append(
-                {
-                    name: float(values[len(rows)]),
-                    "final_loss": float(sol.losses[b, -1]),
-                    "initial_loss": float(sol.losses[b, 0]),
-                    "succeeded": bool(sol.succeeded[b]),
-                    "steps": int(sol.stats["num_steps"][b]),
-                    "conservation_drift": drift,
-                    **_end_state(jax.tree.leaves(z_end)[0]),
-                }
-            )
-    report = {
-        "example": example.name,
-        "config": {k: v for k, v in config.items() if k != name},
-        "param": name,
-        "devices": devices,
-        "rows": rows,
-    }
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "sweep.json"), "w") as fh:
-        json.dump(report, fh, indent=2)
-    _plot(report, os.path.join(out, "sweep.png"))
-    return report
+    return rows
 
 
 def _plot(report, path):
@@ -161,17 +199,30 @@ def _plot(report, path):
     import matplotlib.pyplot as plt
 
     name = report["param"]
-    x = [r[name] for r in report["rows"]]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
-    axes[0].semilogy(x, [max(r["final_loss"], 1e-300) for r in report["rows"]], ".-")
-    axes[0].set(xlabel=name, ylabel="final loss")
-    axes[1].plot(x, [r["nuclear_norm"] for r in report["rows"]], ".-")
+    rows = report["rows"]
+    x = [r[name] for r in rows]
+
+    def ys(key, floor=None):
+        vals = [float("nan") if r[key] is None else r[key] for r in rows]
+        return vals if floor is None else [max(v, floor) for v in vals]
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), layout="constrained")
+    axes[0].semilogy(x, ys("final_loss", 1e-300), ".-")
+    axes[0].set(xlabel=name, ylabel="final loss f(z(t1))")
+    axes[1].plot(x, ys("nuclear_norm"), ".-")
     axes[1].set(xlabel=name, ylabel="nuclear norm of z(t1)")
-    axes[2].plot(x, [r["rank"] for r in report["rows"]], ".-", label="numerical rank")
-    axes[2].plot(x, [r["sparsity"] for r in report["rows"]], ".--", label="fraction of zeros")
-    axes[2].set(xlabel=name)
-    axes[2].legend()
-    fig.suptitle(f"intrinsic sweep {report['example']}: end states of the Euclidean flow")
+    axes[2].plot(x, ys("rank"), ".-")
+    axes[2].set(xlabel=name, ylabel="numerical rank of z(t1)")
+    axes[3].plot(x, ys("sparsity"), ".-")
+    axes[3].set(xlabel=name, ylabel="fraction of zero entries of z(t1)")
+    bad = [r[name] for r in rows if not r["succeeded"]]
+    for ax in axes:
+        for v in bad:
+            ax.axvline(v, color="C3", alpha=0.3)
+    title = f"intrinsic sweep {report['example']}: end states of the Euclidean flow"
+    if bad:
+        title += f" — FAILED for {len(bad)} of {len(rows)} members (red lines)"
+    fig.suptitle(title, color="C3" if bad else "black")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -180,10 +231,14 @@ def format_sweep(report) -> str:
     name = report["param"]
     head = f"{name:>9} {'final loss':>12} {'rank':>5} {'nuclear':>10} {'zeros':>6} {'drift':>9} {'steps':>6} ok"
     lines = [head, "-" * len(head)]
+    nan = float("nan")
     for r in report["rows"]:
+        rank = f"{r['rank']:5d}" if r["rank"] is not None else f"{'—':>5}"
         lines.append(
-            f"{r[name]:9.4f} {r['final_loss']:12.4e} {r['rank']:5d} {r['nuclear_norm']:10.4f} "
-            f"{r['sparsity']:6.2f} {r['conservation_drift']:9.1e} {r['steps']:6d} "
-            f"{'yes' if r['succeeded'] else 'NO'}"
+            f"{r[name]:9.4g} {number(r['final_loss'], '.4e', 12)} {rank} "
+            f"{number(r['nuclear_norm'] if r['nuclear_norm'] is not None else nan, '.4f', 10)} "
+            f"{number(r['sparsity'] if r['sparsity'] is not None else nan, '.2f', 6)} "
+            f"{number(r['conservation_drift'], '.1e', 9)} {r['steps']:6d} "
+            f"{'yes' if r['succeeded'] else 'FAILED'}"
         )
     return "\n".join(lines)

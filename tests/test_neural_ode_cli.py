@@ -31,4 +31,7 @@ def test_cli_run_neural_ode(tmp_path):
     assert report["config"]["degree"] == 11 and report["num_parameters"] == 12 * 9
     assert report["max_relative_deviation"] <= 1e-8
     assert report["euclidean_losses"][-1] < report["euclidean_losses"][0]
+    # The drift of H(s) is the Galerkin truncation, and the output says so.
+    assert "Galerkin" in proc.stdout and "Galerkin" in report["conservation_note"]
+    assert report["status"] == "ok"
     assert (out / "flows.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
