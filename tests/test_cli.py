@@ -14,6 +14,7 @@ def _run(*args):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -96,6 +97,7 @@ def test_analyze_json_verdicts():
     assert "polynomial_laws_degree_2" not in generic
 
 
+@pytest.mark.slow
 def test_analyze_user_factorization(tmp_path):
     (tmp_path / "my_arch.py").write_text(
         "import jax, jax.numpy as jnp\n"

@@ -44,6 +44,7 @@ def test_api_pages_document_every_export(package):
     assert not repeated, f"on more than one API page, or twice on one: {repeated}"
 
 
+@pytest.mark.slow
 def test_getting_started_example_runs(capsys):
     page = (DOCS / "index.md").read_text()
     (code,) = re.findall(r"```python\n(.*?)```", page, flags=re.S)
@@ -52,6 +53,7 @@ def test_getting_started_example_runs(capsys):
     assert gap <= 1e-12 and deviation <= 1e-8 and drift <= 1e-8
 
 
+@pytest.mark.slow
 def test_scaling_page_examples_run(capsys, tmp_path, monkeypatch):
     # The ensemble and sharding examples (the cluster recipe needs several hosts and the
     # checkpoint example a long run; their functions are tested in test_ensemble.py and
@@ -82,6 +84,7 @@ def test_snippets_resolve_and_every_tutorial_is_shown():
     assert set(TUTORIALS) <= included, f"never shown: {set(TUTORIALS) - included}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs(script, tmp_path, monkeypatch):
     monkeypatch.setenv("TUTORIAL_OUT", str(tmp_path))

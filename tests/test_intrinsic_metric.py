@@ -86,7 +86,8 @@ def test_small_singular_values_keep_their_digits(getkey):
     evals_r, evecs_r = jnp.linalg.eigh(Z.T @ Z)
     root_r = evecs_r @ jnp.diag(jnp.sqrt(jnp.abs(evals_r))) @ evecs_r.T
     naive = jnp.vdot(E, root @ E + E @ root_r)
-    assert abs(naive - 2e-9) > 0.1 * 2e-9
+    # Its error is O(√ε‖Z‖) (it varies with the draw): far outside the tolerance above.
+    assert abs(naive - 2e-9) > 100 * 1e-5 * 2e-9
 
 
 def test_rejects_unbalanced_two_layer(getkey):

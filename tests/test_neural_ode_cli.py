@@ -4,7 +4,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_cli_run_neural_ode(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(

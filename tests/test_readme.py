@@ -2,8 +2,10 @@ import pathlib
 import re
 
 import numpy as np
+import pytest
 
 
+@pytest.mark.slow
 def test_readme_example_runs_and_agrees(capsys):
     readme = pathlib.Path(__file__).parents[1] / "README.md"
     (code,) = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)

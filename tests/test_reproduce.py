@@ -1,9 +1,12 @@
 import json
 
+import pytest
+
 from intrinsic._cli import main
 from intrinsic._reproduce import AtLeast, AtMost, Claim, Close, Equals, evaluate, reproduce
 
 
+@pytest.mark.slow
 def test_reproduce_quick_passes(tmp_path, capsys):
     # The one end-to-end run: every claim's first configuration, through the command.
     from intrinsic._claims import CLAIMS
