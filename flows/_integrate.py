@@ -150,10 +150,6 @@ def solve(
     if start is not None:  # a later piece of a piecewise flow
         t0 = start
         ts = None if ts is None else jnp.maximum(ts, start)
-    # A non-finite start is reported as such, not as "maximum steps reached" after the
-    # step-size controller has rejected every step.
-    start_ok = _all_finite(y0) & _all_finite(save(y0, args)["loss"])
-    start_ok = start_ok & _all_finite(vector_field(y0, args))
     if cond is None:
         event = None
     else:
@@ -206,9 +202,20 @@ def solve(
         return jnp.all(jnp.isfinite(x) | ~mask)
 
     leaves = [finite_where_reached(x) for x in jax.tree.leaves(saved["z"])]
+    leaves += [finite_where_reached(x) for x in jax.tree.leaves(saved["loss"])]
     finite = jnp.all(jnp.stack(leaves)) & _all_finite(y1)
     result = RESULTS.promote(sol.result)
     result = RESULTS.where(~finite, RESULTS.nonfinite, result)
+
+    # A non-finite start is reported as such, not as "maximum steps reached" after the
+    # step-size controller has rejected every step. Looked at only when the solve failed
+    # (a non-finite start always makes it fail): a successful call pays nothing for it.
+    def start_ok():
+        ok = _all_finite(y0) & _all_finite(save(y0, args)["loss"])
+        return ok & _all_finite(vector_field(y0, args))
+
+    failed = result != RESULTS.successful
+    start_ok = jax.lax.cond(failed, start_ok, lambda: jnp.array(True))
     result = RESULTS.where(start_ok, result, RESULTS.nonfinite_initial_state)
     out = FlowSolution(
         t0=jnp.asarray(t0),
