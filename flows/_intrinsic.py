@@ -251,10 +251,11 @@ def _check_state(z0, throw):
             f"{[str(x.dtype) for x in leaves]}."
         )
     for x in leaves:
-        if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        # NumPy on a concrete array: jnp would stage out a tracer inside an outer jit.
+        if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
             raise ValueError(
                 f"`z0` must be finite, got an array of shape {x.shape} with "
-                f"{int(jnp.sum(~jnp.isfinite(x)))} non-finite entries."
+                f"{int(np.sum(~np.isfinite(np.asarray(x))))} non-finite entries."
             )
     if throw:  # a traced z0 is checked when the flow runs, under its own name
         z0 = jax.tree.map(

@@ -271,3 +271,17 @@ def test_traced_value_checks_raise_under_jit(getkey):
         run(1.0, jnp.array([0.5, 0.2]))
     with pytest.raises(eqx.EquinoxRuntimeError, match=r"lie in \[t0, t1\]"):
         run(1.0, jnp.array([0.5, 2.0]))
+
+
+def test_jit_over_the_metric_with_a_concrete_z0(getkey):
+    # z0 closed over (concrete) inside an outer jit whose argument is λ: the host-side
+    # finiteness check of z0 must not turn it into a tracer and fail.
+    model, target = _problem(getkey(), "two-layer-3-2-5-pos")
+    z0 = model.lift()
+
+    def final_loss(lam):
+        K = manifolds.TwoLayerLinearMetric(lam, 2)
+        return flows.intrinsic_flow(K, _loss, 0.0, 1.0, z0, args=target).losses[-1]
+
+    lam = manifolds.intrinsic_metric(model).lam
+    assert abs(jax.jit(final_loss)(lam) - final_loss(lam)) <= 1e-12 * abs(final_loss(lam))

@@ -65,6 +65,7 @@ def test_same_verdict_and_accuracy_at_every_scale(build, getkey):
         scale: _relative_error(jax.tree.map(lambda x, s=scale: s * x, model))
         for scale in (1e-6, 1e-3, 1.0, 1e3, 1e6)
     }
+    print("K vs JJᵀ in units of ε at scales", {s: round(e / EPS, 1) for s, e in errors.items()})
     assert max(errors.values()) <= 1e3 * EPS, errors
 
 
