@@ -123,6 +123,8 @@ node = models.NeuralODE(2, 8, 1, key=jax.random.key(5), num_steps=8, adjoint=dfx
 inputs = jax.random.normal(jax.random.key(6), (4, 2))
 lifting = models.OutputLifting(node, inputs)
 ntk = manifolds.induced_metric(lifting).as_matrix()  # (4·2) x (4·2) Gram matrix J Jᵀ
-print(f"empirical NTK on 4 inputs: shape {ntk.shape}, eigenvalues ≥ {float(jnp.linalg.eigvalsh(ntk)[0]):.1e}")
+print(
+    f"empirical NTK on 4 inputs: shape {ntk.shape}, eigenvalues ≥ {float(jnp.linalg.eigvalsh(ntk)[0]):.1e}"
+)
 assert np.allclose(ntk, ntk.T)
 # --8<-- [end:ntk]
