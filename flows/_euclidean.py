@@ -15,11 +15,9 @@ from models import AbstractFactorization, AbstractReLUNetwork
 from models._custom_types import RealScalarLike
 
 from ._integrate import integrate, solve
-from ._options import check_static_options, normalise_options
+from ._options import DEFAULT_CONTROLLER, check_static_options, normalise_options
 from ._output_loss import OutputLoss
 from ._solution import RESULTS, FlowSolution, SaveAt
-
-DEFAULT_CONTROLLER = dfx.PIDController(rtol=1e-8, atol=1e-8)
 
 
 # Vector field and saved summary as Modules rather than closures: `integrate` is
@@ -144,7 +142,8 @@ def euclidean_flow(
 
     - `solver`: any diffrax solver (default `diffrax.Tsit5()`).
     - `stepsize_controller`: any diffrax step-size controller (default
-      `diffrax.PIDController(rtol=1e-8, atol=1e-8)`). A solver without an error estimate
+      `diffrax.PIDController(rtol=1e-8, atol=1e-8)`, or 100 ε of the float dtype where that
+      is larger: 1.2e-5 in float32). A solver without an error estimate
       (`diffrax.Euler()`) needs `diffrax.ConstantStepSize()` and a `dt0`.
     - `dt0`: the initial (or, with `ConstantStepSize`, the fixed) step; default chosen by
       the solver.

@@ -278,7 +278,25 @@ def concrete(*xs) -> bool:
 _CONVERTED: dict[tuple[int, np.dtype], tuple[dfx.PIDController, dfx.PIDController]] = {}
 
 
+# The flows' default step-size controller: rtol = atol = 1e-8, or 100 ε of the float dtype
+# where that is larger (float32: 1.2e-5), so that the default is attainable in every
+# precision while a tolerance a caller asks for below ε is refused.
+DEFAULT_CONTROLLER = dfx.PIDController(rtol=1e-8, atol=1e-8)
+_DEFAULTS: dict[np.dtype, dfx.PIDController] = {}
+
+
+def _default_for(dtype) -> dfx.PIDController:
+    tol = 100 * float(jnp.finfo(dtype).eps)
+    if tol <= 1e-8:
+        return DEFAULT_CONTROLLER
+    if dtype not in _DEFAULTS:
+        _DEFAULTS[dtype] = dfx.PIDController(rtol=tol, atol=tol)
+    return _DEFAULTS[dtype]
+
+
 def _traced_tolerances(controller: dfx.PIDController, dtype) -> dfx.PIDController:
+    if controller is DEFAULT_CONTROLLER:
+        controller = _default_for(dtype)
     # As arrays, the tolerances are traced values of the compiled solve: another
     # tolerance recompiles nothing (Python floats would be part of the cache key).
     key = (id(controller), dtype)
@@ -305,7 +323,9 @@ def _traced_tolerances(controller: dfx.PIDController, dtype) -> dfx.PIDControlle
         treedef,
         [_tolerance(leaf, dtype) if _is_tolerance(path) else leaf for path, leaf in leaves],
     )
-    if concrete(*(leaf for _, leaf in leaves)):
+    # Cache only what is concrete *after* conversion: under an outer trace `jnp.asarray`
+    # of a Python float is a tracer, and a cached tracer leaks into the next trace.
+    if concrete(*jax.tree.leaves(converted)):
         if len(_CONVERTED) >= 64:
             _CONVERTED.clear()
         _CONVERTED[key] = (controller, converted)

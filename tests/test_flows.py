@@ -201,3 +201,28 @@ def test_flows_vmap_over_inits(getkey):
             models.TwoLayerLinear.relaxed_balanced(key, 2, 2, 2, 0.5), f, 0.0, 1.0
         ).zs
         assert np.allclose(sols[i], single, atol=1e-10)
+
+
+def test_default_controller_works_in_float32(getkey):
+    # The default tolerances (1e-8) are below float32's ε: the default becomes 100 ε there,
+    # while an explicit rtol below ε is still refused. Run in a subprocess without x64.
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, jax.numpy as jnp, diffrax as dfx, flows, models\n"
+        "m = models.TwoLayerLinear.relaxed_balanced(jax.random.key(0), 2, 2, 2, 0.5)\n"
+        "f = lambda z, y: 0.5 * jnp.sum((z - y) ** 2)\n"
+        "s = flows.euclidean_flow(m, f, 0.0, 1.0, args=jnp.ones((2, 2)))\n"
+        "assert s.successful and s.losses.dtype == jnp.float32, s.message\n"
+        "try:\n"
+        "    flows.euclidean_flow(m, f, 0.0, 1.0, args=jnp.ones((2, 2)),\n"
+        "        stepsize_controller=dfx.PIDController(rtol=1e-8, atol=1e-8))\n"
+        "except ValueError as e:\n"
+        "    assert 'machine epsilon' in str(e)\n"
+        "else:\n"
+        "    raise AssertionError('rtol below eps accepted')\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
