@@ -214,11 +214,16 @@ class ReLUPathMetric(AbstractReLUMetric):
         if isinstance(refine_steps, bool) or int(refine_steps) < 0:
             raise ValueError(f"`refine_steps` must be an integer >= 0, got {refine_steps!r}.")
         laws, signs, path_signs, law_matrix, gram, state = setup(network, d <= dense_limit)
-        if state is not None and not bool(jnp.all(jnp.isfinite(state[0]))):
-            raise ValueError(
+        if state is not None:
+            message = (
                 "BᵀB + AᵀA is not positive definite: the rescalings of hidden neurons do not "
                 "span ker B for this graph (rank ∂Φ ≠ D − #hidden)."
             )
+            bad = ~jnp.all(jnp.isfinite(state[0]))
+            if isinstance(bad, jax.core.Tracer):  # built inside an outer jit: check by value
+                state = (eqx.error_if(state[0], bad, message),) + tuple(state[1:])
+            elif bool(bad):
+                raise ValueError(message)
         self.network = network
         self.laws = laws
         self.signs = signs

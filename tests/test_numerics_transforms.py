@@ -198,3 +198,14 @@ def test_legacy_adjoint_names_warn():
     with pytest.warns(DeprecationWarning, match="DirectAdjoint"):
         node = models.LinearNeuralODE(jnp.zeros((1, 2, 2)), adjoint="direct")
     assert isinstance(node.adjoint, dfx.DirectAdjoint)
+
+
+def test_path_metric_built_inside_jit_from_a_concrete_network(getkey):
+    # The positive-definiteness check of the Gram matrix is a value check: inside an outer
+    # jit it rides on the Cholesky state (eqx.error_if) instead of a host bool().
+    net = models.ReLUNetwork.random(getkey(), (2, 3, 2, 1), bias=True)
+    z = net.lift()
+    g = jax.tree.map(lambda x: jax.random.normal(getkey(), x.shape), z)
+    eager = _flat(manifolds.ReLUPathMetric(net)(z).mv(g))[0]
+    jitted = _flat(jax.jit(lambda z: manifolds.ReLUPathMetric(net)(z).mv(g))(z))[0]
+    assert jnp.linalg.norm(jitted - eager) <= 1e-12 * jnp.linalg.norm(eager)
