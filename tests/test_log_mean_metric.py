@@ -133,4 +133,6 @@ def test_K_equals_M_with_error_decreasing_in_the_basis(getkey):
         "basis size, |K(φ(A)) - M(A)| / |M(A)|:", list(zip(sizes, errors)), "log-log order", -slope
     )
     assert all(a > b for a, b in zip(errors, errors[1:]))
-    assert errors[-1] <= 1e-8 and -slope >= 4
+    # Geometric decay (measured orders 8-11); the level reached at degree 8 depends on the
+    # draw (1e-9 to 2e-8 seen), so it is bounded relative to the first: five decades.
+    assert errors[-1] <= 1e-5 * errors[0] and -slope >= 4

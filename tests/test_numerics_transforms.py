@@ -22,12 +22,21 @@ def _metrics(key):
         "two-layer": (manifolds.TwoLayerReLUMetric(two), two),
         "path": (manifolds.ReLUPathMetric(deep), deep),
         "recovered": (manifolds.RecoveredMetric(lin), lin),
-        # Any invertible square z: a generic product U Vᵀ (the metric has no fields).
-        "log-mean": (manifolds.LogMeanMetric(), models.TwoLayerLinear.random(key, 3, 3, 3)),
+        # An invertible square z with well-separated singular values (1, 2, 3): the
+        # derivative goes through the SVD, whose conditioning is 1/min gap.
+        "log-mean": (manifolds.LogMeanMetric(), _separated(key)),
     }
 
 
 NAMES = ("two-layer", "path", "recovered", "log-mean")
+
+
+def _separated(key):
+    kq, kr = jax.random.split(key)
+    q = jnp.linalg.qr(jax.random.normal(kq, (3, 3)))[0]
+    r = jnp.linalg.qr(jax.random.normal(kr, (3, 3)))[0]
+    root = jnp.sqrt(jnp.array([1.0, 2.0, 3.0]))
+    return models.TwoLayerLinear(q * root[None, :], r * root[None, :])
 
 
 def _flat(z):
