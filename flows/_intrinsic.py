@@ -14,7 +14,7 @@ from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from manifolds import AbstractReLUMetric
 from models import AbstractReLUNetwork
-from models._checks import check_finite
+from models._checks import as_float_tree, check_finite
 from models._custom_types import RealScalarLike
 
 from ._euclidean import DEFAULT_CONTROLLER
@@ -240,16 +240,8 @@ def intrinsic_flow(
 
 
 def _check_state(z0, throw):
-    try:
-        z0 = jax.tree.map(jnp.asarray, z0)
-    except TypeError:
-        raise TypeError(f"`z0` must be a (PyTree of) floating array(s), got {z0!r}.") from None
+    z0 = as_float_tree(z0, "z0")
     leaves = jax.tree.leaves(z0)
-    if not leaves or not all(jnp.issubdtype(x.dtype, jnp.floating) for x in leaves):
-        raise TypeError(
-            "`z0` must be a (PyTree of) floating array(s), got dtypes "
-            f"{[str(x.dtype) for x in leaves]}."
-        )
     for x in leaves:
         # NumPy on a concrete array: jnp would stage out a tracer inside an outer jit.
         if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):

@@ -10,7 +10,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree
 
-from models._checks import check_tolerance
+from models._checks import as_float_tree, check_tolerance
 
 from ._intrinsic_metric import default_rtol
 
@@ -67,16 +67,8 @@ def mirror_flow_test(
     """
     if not callable(K):
         raise TypeError(f"`K` must be a callable z -> lineax operator, got {type(K).__name__}.")
-    try:
-        z = jax.tree.map(jnp.asarray, z)
-    except TypeError:
-        raise TypeError(f"`z` must be a (PyTree of) floating array(s), got {z!r}.") from None
+    z = as_float_tree(z, "z")
     leaves = jax.tree.leaves(z)
-    if not leaves or not all(jnp.issubdtype(x.dtype, jnp.floating) for x in leaves):
-        raise TypeError(
-            "`z` must be a (PyTree of) floating array(s), got dtypes "
-            f"{[str(x.dtype) for x in leaves]}."
-        )
     if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
         raise ValueError("`z` must have finite entries, got non-finite values (NaN or inf).")
     try:

@@ -25,6 +25,24 @@ def as_float_array(x, name: str) -> jax.Array:
     return arr
 
 
+def as_float_tree(tree, name: str):
+    """`tree` with its leaves as JAX arrays, or a `TypeError` naming `name` unless every
+    leaf is a floating array (and there is at least one)."""
+    try:
+        tree = jax.tree.map(jnp.asarray, tree)
+    except TypeError:
+        raise TypeError(
+            f"`{name}` must be a (PyTree of) floating array(s), got {tree!r}."
+        ) from None
+    leaves = jax.tree.leaves(tree)
+    if not leaves or not all(jnp.issubdtype(x.dtype, jnp.floating) for x in leaves):
+        raise TypeError(
+            f"`{name}` must be a (PyTree of) floating array(s), got dtypes "
+            f"{[str(x.dtype) for x in leaves]}."
+        )
+    return tree
+
+
 def check_finite(x: jax.Array, name: str) -> jax.Array:
     """Check that `x` has no NaN or inf entries; return the array to store.
 
